@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv if it is
+# missing and install pixdiff into it, torch first from the pinned CPU wheel (an unpinned torch
+# would pull a multi-GB CUDA build). The stamp file makes the install idempotent.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.pixdiff-installed
+TORCH   ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: install demo test test-all bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m pixdiff.demo --out docs/demo
+
+# pytest exits 5 when no test was collected: that is not a failure of the suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -x --timeout=900 ; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "" --timeout=3600 ; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+
+bench: $(STAMP)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
