@@ -1,0 +1,107 @@
+"""Named network configurations (one registry, as edm2's preset table) and (re)building.
+
+`from_preset(name, **overrides)` builds a backbone; `build(kind, config_dict)` rebuilds one
+from the `dataclasses.asdict(net.config)` saved beside a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from torch import nn
+
+from .classifier import Classifier, ClassifierConfig, classifier_config_from_dict
+from .unet import UNet, UNetConfig, unet_config_from_dict
+from .uvit import UViT, UViTConfig, uvit_config_from_dict
+
+__all__ = [
+    "PRESETS", "available", "build", "downsampling_factor", "from_config", "from_preset",
+    "preset_config",
+]
+
+NetConfig = UNetConfig | UViTConfig | ClassifierConfig
+
+PRESETS: dict[str, NetConfig] = {
+    # CPU-sized ADM U-Net for the embedded 16×16 one-channel digits.
+    "tiny": UNetConfig(
+        in_channels=1, resolution=16, channels=32, channel_mult=(1, 2, 2), num_res_blocks=2,
+        attention_resolutions=(8,), head_channels=32, norm_groups=8, num_classes=10,
+    ),
+    # Residual U-ViT of similar size for the same data: ResBlocks at 16², transformers at 8², 4².
+    "tiny-uvit": UViTConfig(
+        in_channels=1, resolution=16, patch_size=1, channels=(32, 64, 128), down_blocks=(2, 2),
+        mid_blocks=6, block_types=("res", "transformer", "transformer"), dropout=(0.0, 0.0, 0.0),
+        head_channels=32, norm_groups=8, num_classes=10,
+    ),
+    # Noisy classifier for the digits (classifier guidance, seed 000 "Classifier details").
+    "tiny-classifier": ClassifierConfig(
+        in_channels=1, resolution=16, num_classes=10, channels=32, channel_mult=(1, 2, 2),
+        num_res_blocks=1, attention_resolutions=(4,), head_channels=32, norm_groups=8,
+    ),
+    # CIFAR-sized ADM (DDPM's 32² layout at half width).
+    "small": UNetConfig(
+        in_channels=3, resolution=32, channels=64, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
+        attention_resolutions=(16,), head_channels=64, dropout=0.1,
+    ),
+    # ADM ImageNet 64×64 (ADM paper App. Table 11; not in the seeds): width 192, 3 blocks,
+    # attention at 32/16/8 with 64 ch/head, BigGAN up/down, dropout 0.1, learned sigma.
+    "adm-64": UNetConfig(
+        in_channels=3, resolution=64, channels=192, channel_mult=(1, 2, 3, 4), num_res_blocks=3,
+        attention_resolutions=(32, 16, 8), head_channels=64, dropout=0.1, num_classes=1000,
+        learn_sigma=True,
+    ),
+    # SiD2 small model at 512² (seed 004 App. A.4): 4×4 patching.
+    "sid2-s": UViTConfig(resolution=512, patch_size=4, num_classes=1000),
+    # SiD2 flop-heavy at 512² (seed 004 §2.2, App. A.4): identical but 2×2 patching.
+    "sid2-flopheavy": UViTConfig(resolution=512, patch_size=2, num_classes=1000),
+}
+
+_KINDS: dict[str, tuple[Callable[[dict], Any], Callable[[Any], nn.Module]]] = {
+    UNetConfig.kind: (unet_config_from_dict, UNet),
+    UViTConfig.kind: (uvit_config_from_dict, UViT),
+    ClassifierConfig.kind: (classifier_config_from_dict, Classifier),
+}
+
+
+def available() -> list[str]:
+    """Preset names accepted by `from_preset`."""
+    return list(PRESETS)
+
+
+def preset_config(name: str, **overrides: Any) -> NetConfig:
+    """The config of preset `name` with fields replaced (and re-validated) by `overrides`."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown network preset {name!r}; available: {available()}")
+    cfg = PRESETS[name]
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"preset {name!r} ({type(cfg).__name__}) has no fields {sorted(unknown)}")
+    return dataclasses.replace(cfg, **overrides)
+
+
+def from_config(config: NetConfig) -> nn.Module:
+    return _KINDS[config.kind][1](config)
+
+
+def from_preset(name: str, **overrides: Any) -> nn.Module:
+    """Build preset `name`, e.g. from_preset("tiny", num_classes=0, learn_sigma=True)."""
+    return from_config(preset_config(name, **overrides))
+
+
+def build(kind: str, config_dict: dict[str, Any]) -> nn.Module:
+    """Rebuild a network from its kind (`net.config.kind`) and `dataclasses.asdict(net.config)`."""
+    if kind not in _KINDS:
+        raise ValueError(f"unknown network kind {kind!r}; expected one of {list(_KINDS)}")
+    make_config, make_net = _KINDS[kind]
+    return make_net(make_config(dict(config_dict)))
+
+
+def downsampling_factor(net_or_config: nn.Module | NetConfig | str) -> int:
+    """Total downsampling factor (image sides must be multiples of it); accepts a network,
+    a config or a preset name, and builds nothing."""
+    if isinstance(net_or_config, str):
+        net_or_config = preset_config(net_or_config)
+    cfg = getattr(net_or_config, "config", net_or_config)
+    return cfg.downsampling_factor
