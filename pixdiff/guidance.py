@@ -1,0 +1,358 @@
+"""Guidance: wrappers that turn denoisers into denoisers.
+
+Every wrapper here takes one or more denoisers ``denoiser(z, logsnr, cond=None) -> x̂`` and
+returns another with the same interface, so every sampler can use every guidance method and no
+sampler knows guidance exists. ``cond=None`` on a guided denoiser is the unguided
+unconditional (null-label) prediction.
+
+Why guidance can live in x-space. At a fixed (z, λ) the parameterisations are affine in x̂
+(seed 004 eq. 1, ``pixdiff.process``):
+
+    ε̂ = (z − α x̂)/σ,   v̂ = (α z − x̂)/σ,   score = (α x̂ − z)/σ²   (Tweedie)
+
+An affine map f(x̂) = a + b x̂ commutes with every combination whose weights sum to one:
+f((1+w) x̂_c − w x̂_u) = (1+w) f(x̂_c) − w f(x̂_u), because the constant a enters with weight
+(1+w) − w = 1. So seed 001's ε̃ = (1+w) ε_c − w ε_u is exactly x̃ = (1+w) x̂_c − w x̂_u, and the
+same holds for v and the score. Adding a term to the score is adding σ²/α times it to x̂.
+
+Methods (the formulas are derived below each heading; seed spelling is corrected where noted):
+
+- ``classifier_free`` (seed 001, "Classifier-Free Guidance", Algorithm 2 line 3), optionally only
+  on a logSNR interval (seed 004 §A.3/§A.4, after Kynkäänniemi et al. 2024);
+- ``classifier``: classifier guidance with a noisy classifier (seed 000, "Classifier Guidance",
+  DDIM form) and ``classifier_mean_shift`` for ancestral samplers (seed 000 Algorithm 1);
+- ``autoguidance``: a model guided by a weaker version of itself (seed 004 §A.3, Karras et al.
+  2024 / EDM2).
+
+Label dropout (p_uncond, seed 001 Algorithm 1) is a training-time matter and lives in the trainer.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Callable, Literal
+
+import torch
+
+from pixdiff.process import alpha_sigma
+
+__all__ = [
+    "GUIDANCE_INTERVALS",
+    "guidance_interval",
+    "classifier_free",
+    "classifier",
+    "classifier_gradient",
+    "classifier_mean_shift",
+    "autoguidance",
+    "ClassifierFreeGuidance",
+    "ClassifierGuidance",
+    "AutoGuidance",
+]
+
+DenoiserFn = Callable[..., torch.Tensor]  # (z, logsnr, cond=None) -> x̂
+Interval = tuple[float, float]
+
+# Seed 004 §A.4 ("The important sampling settings"): the logSNR interval in which SiD2 applies
+# guidance, per image side length. The lower bound moves by 1.5 per 2× resolution (seed 004 §3,
+# "Bias over resolutions"), the upper bound stays at 5. The paper gives no other resolutions;
+# for those ``guidance_interval`` returns None (= guide at every λ). SiD2 pairs these intervals
+# with "guidance = 1.0", which we read as w = 1 in seed 001's convention (scale 1 + w = 2); the
+# seed does not say which convention it uses.
+GUIDANCE_INTERVALS: dict[int, Interval] = {
+    128: (0.0, 5.0),
+    256: (-1.5, 5.0),
+    512: (-3.0, 5.0),
+}
+
+
+def guidance_interval(resolution: int) -> Interval | None:
+    """SiD2's guidance interval (λ_lo, λ_hi) for square images of side ``resolution`` (seed 004
+    §A.4), or None (guide everywhere) where the paper gives none."""
+    return GUIDANCE_INTERVALS.get(int(resolution))
+
+
+# --- shared helpers --------------------------------------------------------------------------------
+
+
+def _nfe(denoiser) -> int:
+    """Network evaluations per call of a (possibly already wrapped) denoiser."""
+    return int(getattr(denoiser, "nfe_per_call", 1))
+
+
+def _check_callable(f, name: str) -> None:
+    if not callable(f):
+        raise ValueError(f"{name} must be callable as {name}(z, logsnr, cond=None); got {type(f).__name__}")
+
+
+def _check_weight(w, name: str, minimum: float | None) -> float:
+    if isinstance(w, bool) or not (isinstance(w, numbers.Real) or (torch.is_tensor(w) and w.numel() == 1)):
+        raise ValueError(f"{name} must be a real number (got {w!r})")
+    w = float(w)
+    if not math.isfinite(w):
+        raise ValueError(f"{name} must be finite (got {w})")
+    if minimum is not None and w < minimum:
+        raise ValueError(f"{name} must be >= {minimum} (got {w})")
+    return w
+
+
+def _check_interval(interval) -> Interval | None:
+    if interval is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"interval must be None or a pair (logsnr_lo, logsnr_hi) (got {interval!r})") from None
+    if math.isnan(lo) or math.isnan(hi) or not lo < hi:
+        raise ValueError(f"interval needs logsnr_lo < logsnr_hi (got ({lo}, {hi})); use ±inf for an open end")
+    return lo, hi
+
+
+def _per_sample(logsnr, z: torch.Tensor) -> torch.Tensor:
+    """λ as a [B] tensor (a scalar λ is broadcast), keeping its dtype for the denoiser."""
+    lam = torch.as_tensor(logsnr, device=z.device)
+    if not lam.is_floating_point():
+        lam = lam.to(torch.float64)
+    if lam.dim() == 0 or lam.numel() == 1:
+        return lam.reshape(()).expand(z.shape[0])
+    if lam.shape != (z.shape[0],):
+        raise ValueError(f"logsnr must be a scalar or have shape [{z.shape[0]}] (got {tuple(lam.shape)})")
+    return lam
+
+
+def _labels(cond, batch: int, device) -> torch.Tensor | None:
+    """cond as a LongTensor [B], or None. An int or 0-d tensor is one label for the whole batch."""
+    if cond is None:
+        return None
+    c = torch.as_tensor(cond, device=device)
+    if c.is_floating_point() or c.dtype == torch.bool:
+        raise ValueError(f"cond must hold integer class labels (got dtype {c.dtype})")
+    c = c.long()
+    if c.dim() == 0:
+        return c.expand(batch)
+    if c.shape != (batch,):
+        raise ValueError(f"cond must be an int or have shape [{batch}] (got {tuple(c.shape)})")
+    return c
+
+
+def _pad(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-sample coefficient [B] shaped to broadcast over x [B, ...], in x's dtype."""
+    return coef.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+# --- classifier-free guidance (seed 001) -----------------------------------------------------------
+
+
+class ClassifierFreeGuidance:
+    """x̃ = (1 + w) x̂(z, c) − w x̂(z, ∅) for λ in (λ_lo, λ_hi), else x̂(z, c).
+
+    Seed 001, "Classifier-Free Guidance", Algorithm 2 line 3: ε̃ = (1 + w) ε_θ(z, c) − w ε_θ(z),
+    carried to x-space exactly (module docstring). Computed as ``lerp(x̂_u, x̂_c, 1 + w)`` =
+    x̂_c + w (x̂_c − x̂_u), so w = 0 returns x̂_c bit for bit. The other common convention is the
+    guidance *scale* g = 1 + w (EDM2's ``guidance``, diffusers' ``guidance_scale``): g = 1 is no
+    guidance; pass w = g − 1.
+
+    Interval (seed 004 §A.3–A.4): λ is per sample, so each sample is guided only where its own
+    λ lies in the open interval (λ_lo, λ_hi); the others get the conditional prediction, and the
+    unconditional pass is run only for the samples that need it.
+
+    The unconditional pass: if the denoiser has an int attribute ``null_label`` (a network
+    trained with label dropout, seed 001 Algorithm 1), conditional and unconditional halves run in
+    one forward on the concatenated batch [z; z] with labels [c; null_label]. Otherwise the
+    denoiser is called twice, once with ``cond`` and once with ``cond=None`` (which, by the
+    interface, is the unconditional / null-label prediction).
+
+    ``nfe_per_call``: network evaluations per sample per call (2, or 1 when w = 0), times those of
+    the wrapped denoiser. Called with ``cond=None`` it returns the unconditional prediction
+    (guidance towards "no class" is the identity: (1 + w) x̂_u − w x̂_u = x̂_u).
+    """
+
+    def __init__(self, denoiser: DenoiserFn, w: float, interval: Interval | None = None):
+        _check_callable(denoiser, "denoiser")
+        self.denoiser = denoiser
+        self.w = _check_weight(w, "classifier-free guidance weight w", 0.0)
+        self.interval = _check_interval(interval)
+        null = getattr(denoiser, "null_label", None)
+        if null is not None and (isinstance(null, bool) or not isinstance(null, int)):
+            raise ValueError(f"denoiser.null_label must be an int label (got {null!r})")
+        self.null_label = null
+        self.nfe_per_call = (1 if self.w == 0.0 else 2) * _nfe(denoiser)
+
+    def guided_mask(self, logsnr: torch.Tensor) -> torch.Tensor:
+        """[B] bool: which samples are guided at these λ."""
+        if self.w == 0.0:
+            return torch.zeros(logsnr.shape, dtype=torch.bool, device=logsnr.device)
+        if self.interval is None:
+            return torch.ones(logsnr.shape, dtype=torch.bool, device=logsnr.device)
+        lo, hi = self.interval
+        return (logsnr > lo) & (logsnr < hi)
+
+    def __call__(self, z: torch.Tensor, logsnr, cond=None) -> torch.Tensor:
+        cond = _labels(cond, z.shape[0], z.device)
+        if cond is None:
+            return self.denoiser(z, logsnr, None)
+        lam = _per_sample(logsnr, z)
+        mask = self.guided_mask(lam)  # [B]
+        if not bool(mask.any()):
+            return self.denoiser(z, logsnr, cond)
+        every = bool(mask.all())
+        z_u, lam_u = (z, lam) if every else (z[mask], lam[mask])
+        if self.null_label is not None:
+            null = torch.full((z_u.shape[0],), self.null_label, dtype=torch.long, device=z.device)
+            both = self.denoiser(torch.cat([z, z_u]), torch.cat([lam, lam_u]), torch.cat([cond, null]))
+            x_c, x_u = both[: z.shape[0]], both[z.shape[0]:]
+        else:
+            x_c = self.denoiser(z, logsnr, cond)
+            x_u = self.denoiser(z_u, lam_u, None)
+        if every:
+            return torch.lerp(x_u, x_c, 1.0 + self.w)
+        out = x_c.clone()
+        out[mask] = torch.lerp(x_u, x_c[mask], 1.0 + self.w)
+        return out
+
+
+def classifier_free(denoiser: DenoiserFn, w: float, interval: Interval | None = None) -> ClassifierFreeGuidance:
+    """Classifier-free guidance x̃ = (1 + w) x̂_c − w x̂_u (seed 001), w ≥ 0 (w = 0: conditional
+    model, unguided), optionally only for λ in ``interval`` = (λ_lo, λ_hi) (seed 004; see
+    ``GUIDANCE_INTERVALS``). Returns a denoiser; see ``ClassifierFreeGuidance``."""
+    return ClassifierFreeGuidance(denoiser, w, interval)
+
+
+# --- classifier guidance (seed 000) ----------------------------------------------------------------
+
+
+def classifier_gradient(classifier: Callable, z: torch.Tensor, logsnr, cond) -> torch.Tensor:
+    """g = ∇_z log p_φ(y | z_t) for each sample's label y = cond (seed 000, "Classifier Guidance":
+    "the gradient of the classifier output w.r.t. the input image x_t").
+
+    ``classifier(z, logsnr) -> logits [B, C]``; log p(y | z) = log_softmax(logits)[y], so
+    unnormalised logits and exact log-probabilities both work. The gradient is taken with autograd
+    enabled even when the caller samples under ``no_grad`` / ``inference_mode``; it is detached
+    and has z's shape and dtype."""
+    _check_callable(classifier, "classifier")
+    y = _labels(cond, z.shape[0], z.device)
+    if y is None:
+        raise ValueError("classifier guidance needs class labels (cond); got None")
+    lam = _per_sample(logsnr, z)
+    with torch.inference_mode(False), torch.enable_grad():
+        z_in = z.detach().clone().requires_grad_(True)
+        logits = classifier(z_in, lam.clone())
+        if logits.dim() != 2 or logits.shape[0] != z.shape[0]:
+            raise ValueError(f"classifier must return logits [B, C] = [{z.shape[0]}, C] (got {tuple(logits.shape)})")
+        if bool((y < 0).any()) or bool((y >= logits.shape[1]).any()):
+            raise ValueError(f"labels must lie in [0, {logits.shape[1] - 1}] for a {logits.shape[1]}-class classifier")
+        log_p = torch.log_softmax(logits, dim=1).gather(1, y[:, None]).sum()
+        (grad,) = torch.autograd.grad(log_p, z_in)
+    return grad.detach().to(z.dtype)
+
+
+class ClassifierGuidance:
+    """x̃ = x̂ + (σ²/α) s ∇_z log p_φ(y | z_t).
+
+    Derivation. Guidance samples the tilted p(z | y)_s ∝ p(z) p(y | z)^s, whose score is
+    ∇ log p(z) + s ∇ log p(y | z) (seed 000, "Classifier Guidance": ∇ log(p_θ(x_t) p_φ(y | x_t)),
+    with the gradient scale s of Algorithm 1). Tweedie gives score = (α x̂ − z)/σ², so
+    x̂ = (z + σ² score)/α, and adding s g to the score adds (σ²/α) s g to x̂. In ε-form this is
+    ε̃ = (z − α x̃)/σ = ε̂ − σ s g: seed 000's DDIM form ε̂ − sqrt(1 − ᾱ_t) ∇ log p_φ(y|x_t) with
+    σ = sqrt(1 − ᾱ_t) (the seed writes it for s = 1).
+
+    With the exact classifier p(y | z) of the data, s = 1 turns the unconditional model into the
+    conditional one, and scale s equals classifier-free guidance with w = s − 1 (p(z|y)^s p(z)^{1−s}
+    ∝ p(z) p(y|z)^s); tests/test_guidance.py checks this on the Gaussian mixture.
+
+    ``conditional``: whether the wrapped denoiser is told the label (ADM-G's "conditional model +
+    classifier", seed 000 Table 4) or called with cond=None (an unconditional model). Called with
+    cond=None, the guided denoiser returns the unguided unconditional prediction.
+    ``nfe_per_call`` counts denoiser evaluations (1 × the wrapped one's); each call also runs the
+    classifier forward and backward once.
+    """
+
+    def __init__(self, denoiser: DenoiserFn, classifier: Callable, scale: float, conditional: bool = True):
+        _check_callable(denoiser, "denoiser")
+        _check_callable(classifier, "classifier")
+        self.denoiser, self.classifier = denoiser, classifier
+        self.scale = _check_weight(scale, "classifier guidance scale", None)
+        self.conditional = bool(conditional)
+        self.nfe_per_call = _nfe(denoiser)
+
+    def __call__(self, z: torch.Tensor, logsnr, cond=None) -> torch.Tensor:
+        cond = _labels(cond, z.shape[0], z.device)
+        x_hat = self.denoiser(z, logsnr, cond if self.conditional else None)
+        if cond is None or self.scale == 0.0:
+            return x_hat
+        lam = _per_sample(logsnr, z)
+        grad = classifier_gradient(self.classifier, z, lam, cond)
+        a, s = alpha_sigma(lam.to(torch.float64))
+        return x_hat + _pad(s * s / a * self.scale, x_hat) * grad.to(x_hat.dtype)
+
+
+def classifier(denoiser: DenoiserFn, classifier: Callable, scale: float, *,
+               conditional: bool = True) -> ClassifierGuidance:
+    """Classifier guidance of gradient scale s (seed 000) with a noisy classifier
+    ``classifier(z, logsnr) -> logits [B, C]``; returns a denoiser (see ``ClassifierGuidance``)."""
+    return ClassifierGuidance(denoiser, classifier, scale, conditional)
+
+
+def classifier_mean_shift(mean: torch.Tensor, variance, grad: torch.Tensor, scale: float) -> torch.Tensor:
+    """μ + s Σ ∇_{z_t} log p_φ(y | z_t): seed 000 Algorithm 1 (ADM), for ancestral samplers that
+    draw z_s ~ N(μ, Σ). ``variance`` is Σ: a scalar, a per-sample [B] tensor (as
+    ``pixdiff.process.posterior`` returns) or a per-element tensor like ``mean`` (IDDPM's learned
+    Σ). ``grad`` comes from ``classifier_gradient`` at z_t.
+
+    Relation to ``classifier``: shifting x̂ by (σ_t²/α_t) s g moves the posterior mean
+    c_x x̂ + c_z z_t (seed 004 eq. 3) by c_x σ_t²/α_t s g = (1 − r)(α_s/α_t) σ_t² s g, while
+    Algorithm 1 moves it by Σ s g = (1 − r) σ_s² s g (r = e^{λ_t − λ_s}). They agree to first order
+    in the step size (α_s ≈ α_t, σ_s ≈ σ_t): Algorithm 1 is the small-step approximation."""
+    scale = _check_weight(scale, "classifier guidance scale", None)
+    if grad.shape != mean.shape:
+        raise ValueError(f"grad must have the shape of mean {tuple(mean.shape)} (got {tuple(grad.shape)})")
+    var = torch.as_tensor(variance, device=mean.device)
+    if var.dim() == 1 and mean.dim() > 1 and var.shape[0] == mean.shape[0] and var.shape != mean.shape:
+        var = _pad(var, mean)
+    elif var.dim() > 0 and var.shape != mean.shape:
+        raise ValueError(f"variance must be a scalar, [B] or shaped like mean (got {tuple(var.shape)})")
+    return mean + scale * var.to(mean.dtype) * grad.to(mean.dtype)
+
+
+# --- autoguidance (seed 004 §A.3; Karras et al. 2024) ------------------------------------------------
+
+
+class AutoGuidance:
+    """D = D_weak + w (D_good − D_weak): a model guided by a worse version of itself.
+
+    Seed 004 §A.3: "Autoguidance does not use an unconditional model as negative signal. Instead,
+    the negative signal is provided by a *worse* model, either earlier in training or a small
+    version." Both models get the same cond.
+
+    Conventions (``convention``):
+      - "edm2" (default): w is EDM2's ``guidance`` (``D_weak.lerp(D_good, w)``): w = 1 is D_good,
+        w > 1 guides, w = 0 is D_weak.
+      - "cfg": w as in seed 001, D = D_good + w (D_good − D_weak): w = 0 is D_good; the same as
+        "edm2" with w + 1.
+    ``nfe_per_call``: evaluations of both models (the weak one is usually cheaper), or only
+    D_good's when w selects it exactly or good is weak.
+    """
+
+    def __init__(self, good: DenoiserFn, weak: DenoiserFn, w: float, convention: Literal["edm2", "cfg"] = "edm2"):
+        _check_callable(good, "good")
+        _check_callable(weak, "weak")
+        if convention not in ("edm2", "cfg"):
+            raise ValueError(f"unknown autoguidance convention {convention!r}; choose 'edm2' or 'cfg'")
+        w = _check_weight(w, "autoguidance weight w", None)
+        self.good, self.weak, self.convention = good, weak, convention
+        self.w = w + 1.0 if convention == "cfg" else w  # the lerp weight, EDM2 convention
+        self._only_good = self.w == 1.0 or good is weak
+        self.nfe_per_call = _nfe(good) + (0 if self._only_good else _nfe(weak))
+
+    def __call__(self, z: torch.Tensor, logsnr, cond=None) -> torch.Tensor:
+        d_good = self.good(z, logsnr, cond)
+        if self._only_good:
+            return d_good
+        return torch.lerp(self.weak(z, logsnr, cond), d_good, self.w)
+
+
+def autoguidance(good: DenoiserFn, weak: DenoiserFn, w: float, *,
+                 convention: Literal["edm2", "cfg"] = "edm2") -> AutoGuidance:
+    """Autoguidance D = D_weak + w (D_good − D_weak) (EDM2 convention: w = 1 is ``good``); with
+    ``convention="cfg"``, D = D_good + w (D_good − D_weak). Returns a denoiser (see ``AutoGuidance``)."""
+    return AutoGuidance(good, weak, w, convention)
