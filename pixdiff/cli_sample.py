@@ -122,10 +122,10 @@ def run(args) -> int:
         raise ValueError("--n must be at least 1")
     classes = [int(c) for c in args.classes.split(",")] if args.classes else None
     weights = "raw" if args.raw else "ema"
-    print(f"sampling {args.n} images with the {weights} weights, sampler {args.sampler}, {args.steps} steps",
-          file=sys.stderr)
     imgs, labels = sample_checkpoint(args.ckpt, args.n, args.sampler, args.steps, args.guidance, args.seed, classes,
                                      weights, args.batch, parse_interval(args.guidance_interval), progress=True)
+    print(f"sampled {args.n} images with the {weights} weights, sampler {args.sampler}, {args.steps} steps",
+          file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.out.suffix.lower() == ".npz":
         tmp = args.out.with_name(f".{args.out.stem}.tmp.npz")

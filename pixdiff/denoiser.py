@@ -60,6 +60,10 @@ class Denoiser(nn.Module):
         self.parameterization = parameterization
         self.sigma_data = float(sigma_data)
         self.learn_sigma = bool(learn_sigma)
+        # The label that means "no class" (classifier-free guidance batches it beside the real
+        # labels in one forward); None when the backbone is unconditional or does not say.
+        n = getattr(getattr(net, "config", None), "num_classes", 0)
+        self.null_label = int(n) if isinstance(n, int) and n > 0 else None
 
     def predict(self, z: torch.Tensor, logsnr: torch.Tensor, cond: torch.Tensor | None = None) -> DenoiserOutput:
         lam = torch.as_tensor(logsnr, dtype=torch.float64, device=z.device).expand(z.shape[0])
