@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m pixdiff.demo --out docs/demo
+	$(BIN)/python -m pixdiff.demo --out runs/demo
 
 # pytest exits 5 when no test was collected: that is not a failure of the suite.
 test: $(STAMP)
