@@ -6,11 +6,19 @@ See README.md and docs/ for a tour. The modules (one concept each):
 - ``pixdiff.process``    the VP forward process, posteriors and parameterisation conversions
 - ``pixdiff.analytic``   the exact Gaussian-mixture denoiser (the test oracle)
 - ``pixdiff.denoiser``   backbone + parameterisation -> ``denoiser(z, logsnr, cond) -> x_hat``
+- ``pixdiff.losses``     every weighting on one λ-weighted loss; ``pixdiff.vlb`` IDDPM's L_vlb
+- ``pixdiff.samplers``   every sampler as a short function; ``pixdiff.sample`` is the front door
+- ``pixdiff.guidance``   classifier-free, classifier and autoguidance as denoiser wrappers
+- ``pixdiff.nets``       ADM U-Net, SiD2 Residual U-ViT, noisy classifier, presets, FLOPs
+- ``pixdiff.metrics``    Fréchet distance, KID, precision/recall, IS, accuracy, memorisation
+- ``pixdiff.train``      the training loop; ``pixdiff.checkpoint`` safetensors + JSON checkpoints
 """
 
 __version__ = "0.1.0"
 
 from pixdiff import analytic, process, schedules  # noqa: E402
 from pixdiff.analytic import GaussianMixture  # noqa: E402
+from pixdiff.denoiser import Denoiser  # noqa: E402
+from pixdiff.samplers import sample  # noqa: E402
 
-__all__ = ["schedules", "process", "analytic", "GaussianMixture", "__version__"]
+__all__ = ["schedules", "process", "analytic", "GaussianMixture", "Denoiser", "sample", "__version__"]

@@ -252,6 +252,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
                 t_log, img_log = now, images
             if r.ckpt_every_images and images // r.ckpt_every_images > (images - o.batch) // r.ckpt_every_images:
                 last_ckpt = save_checkpoint()
+            if rank == 0 and r.sample_every_images and images // r.sample_every_images > (images - o.batch) // r.sample_every_images:
+                write_sample_grid(denoiser, ema, ds, num_classes, out / "samples" / f"{images:012d}.png", r.seed)
             if stop.signal is not None:
                 break
     bar.close()
@@ -263,7 +265,28 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
         dist.barrier()
     if rank == 0:
         plot_loss_curve(out / "log.jsonl", out / "loss.png")
+        if len(ds.shape) == 3 and stop.signal is None:
+            write_sample_grid(denoiser, ema, ds, num_classes, out / "samples.png", r.seed)
     return last_ckpt if last_ckpt is not None else out
+
+
+@torch.no_grad()
+def write_sample_grid(denoiser: Denoiser, ema: dict, ds, num_classes: int, path: Path, seed: int,
+                      sampler: str = "dpmpp_2m", steps: int = 20) -> None:
+    """A 10×10 grid from the EMA weights (row c = class c when conditional), per-sample seeds."""
+    import copy
+
+    from pixdiff import samplers
+
+    model = copy.deepcopy(denoiser).eval()
+    model.load_state_dict(ema)
+    n = 100
+    cond = torch.arange(n, device=ds.images.device) // 10 % num_classes if num_classes else None
+    gens = [torch.Generator().manual_seed(seed + i) for i in range(n)]
+    dev = next(model.parameters()).device
+    x = samplers.sample(model, (n, *ds.shape), sampler=sampler, steps=steps, generator=gens,
+                        cond=None if cond is None else cond.to(dev), device=dev)
+    data_mod.save_png(path, data_mod.image_grid(x.float().cpu(), nrow=10), scale=4)
 
 
 def _truncate_log(path: Path, images: int) -> None:

@@ -48,7 +48,7 @@ def _one_thread():
 def test_train_sample_info_end_to_end(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(_train_args(run)) == 0
-    assert (run / "loss.png").exists() and (run / "config.json").exists()
+    assert (run / "loss.png").exists() and (run / "config.json").exists() and (run / "samples.png").exists()
     recs = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
     assert [r["images"] for r in recs] == [8 * i for i in range(1, 7)]
     assert all(np.isfinite(r["loss"]) for r in recs)
