@@ -2,9 +2,11 @@
 side by side with diffusers' UNet2DModel configured to about the same size (16×16, 1 channel,
 10 classes + null, widths 32/64/64, attention at 8×8), each in fp32 and bf16 autocast.
 
-One step = forward + MSE backward + AdamW step on random data. Each (model, precision) runs
-in its own process so that peak memory (ru_maxrss) is its own: we report the peak RSS and
-its growth over the model-ready RSS (≈ activations + gradients + optimizer state).
+One step = forward + MSE backward + AdamW step on random data. Throughput: the steps of all
+(model, precision) runs are interleaved in one process and the median step time is reported,
+so that a shared, loaded machine slows every run alike. Memory: each run does two steps in
+its own process; we report its peak RSS (ru_maxrss) and the growth over the model-ready RSS
+(≈ activations + gradients + optimizer state).
 
     python benchmarks/train_throughput.py --batch-size 64 --iters 8 [--markdown]
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import resource
+import statistics
 import time
 import warnings
 
@@ -45,7 +48,8 @@ def _make(model: str, channels_last: bool) -> tuple[torch.nn.Module, object]:
     return net, call
 
 
-def _run(model: str, precision: str, batch: int, iters: int, channels_last: bool, q) -> None:
+def _setup(model: str, precision: str, batch: int, channels_last: bool):
+    """A closure running one training step of `model` at `precision`."""
     torch.manual_seed(0)
     net, call = _make(model, channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
@@ -65,15 +69,17 @@ def _run(model: str, precision: str, batch: int, iters: int, channels_last: bool
         loss.backward()
         opt.step()
 
+    return step, sum(p.numel() for p in net.parameters())
+
+
+def _peak_memory(model: str, precision: str, batch: int, channels_last: bool, q) -> None:
+    """Child process: RSS peak of two training steps, and its growth over model-ready RSS."""
+    step, _ = _setup(model, precision, batch, channels_last)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    step()  # warm-up: allocator, oneDNN primitive caches
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        step()
-    dt = time.perf_counter() - t0
+    step()
+    step()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    params = sum(p.numel() for p in net.parameters())
-    q.put((model, precision, params, batch * iters / dt, rss, rss - rss0))
+    q.put((rss, rss - rss0))
 
 
 def main() -> None:
@@ -84,33 +90,42 @@ def main() -> None:
     ap.add_argument("--precisions", nargs="*", default=["fp32", "bf16"])
     ap.add_argument("--channels-last", action="store_true")
     args = ap.parse_args()
+    runs = [(m, p) for m in args.models for p in args.precisions]
 
     ctx = mp.get_context("spawn")
-    rows = []
-    for model in args.models:
-        for precision in args.precisions:
-            q = ctx.Queue()
-            p = ctx.Process(
-                target=_run, args=(model, precision, args.batch_size, args.iters, args.channels_last, q)
-            )
-            p.start()
-            rows.append(q.get())
-            p.join()
-            print("  done:", rows[-1][:2], f"{rows[-1][3]:.1f} img/s", flush=True)
+    memory = {}
+    for run in runs:
+        q = ctx.Queue()
+        child = ctx.Process(target=_peak_memory, args=(*run, args.batch_size, args.channels_last, q))
+        child.start()
+        memory[run] = q.get()
+        child.join()
 
-    best = {}
-    for model, precision, _, ips, *_ in rows:
-        best[model] = max(best.get(model, 0.0), ips)
-    ref = best.get("diffusers UNet2DModel")
+    # Throughput: all runs live in this process and their steps are interleaved round-robin,
+    # so load from other processes on a shared machine hits every run alike; median step time.
+    steps = {run: _setup(*run, args.batch_size, args.channels_last) for run in runs}
+    times: dict = {run: [] for run in runs}
+    for run in runs:
+        steps[run][0]()  # warm-up: allocator, oneDNN primitive caches
+    for _ in range(args.iters):
+        for run in runs:
+            t0 = time.perf_counter()
+            steps[run][0]()
+            times[run].append(time.perf_counter() - t0)
+    ips = {run: args.batch_size / statistics.median(times[run]) for run in runs}
+
+    ref = max((v for (m, _), v in ips.items() if m.startswith("diffusers")), default=None)
     print(
-        f"\n| model | params | precision | images/s | peak RSS (MB) | RSS growth (MB) |"
+        f"| model | params | precision | images/s (median step) | peak RSS (MB) | RSS growth (MB) |"
         f"{' vs diffusers best |' if ref else ''}"
     )
     print(f"|---|---|---|---|---|---|{'---|' if ref else ''}")
-    for model, precision, params, ips, rss, drss in rows:
-        rel = f" {ips / ref:.2f}× |" if ref else ""
+    for run in runs:
+        rel = f" {ips[run] / ref:.2f}× |" if ref else ""
+        rss, drss = memory[run]
         print(
-            f"| {model} | {params / 1e6:.2f}M | {precision} | {ips:.1f} | {rss:.0f} | {drss:.0f} |{rel}"
+            f"| {run[0]} | {steps[run][1] / 1e6:.2f}M | {run[1]} | {ips[run]:.1f} | {rss:.0f} "
+            f"| {drss:.0f} |{rel}"
         )
 
 

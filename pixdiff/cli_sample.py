@@ -57,13 +57,15 @@ def _classes_for(n: int, classes: list[int] | None, num_classes: int) -> torch.T
 
 
 @torch.no_grad()
-def sample_checkpoint(path, n: int = 100, sampler: str = "heun", steps: int = 18, guidance: float = 0.0,
+def sample_checkpoint(path, n: int = 100, sampler: str | None = "heun", steps: int | None = 18,
+                      guidance: float | None = 0.0,
                       seed: int = 0, classes: list[int] | None = None, weights: str = "ema",
                       batch: int = 256, guidance_interval=None, progress: bool = False, **options):
     """Sample ``n`` images; returns (uint8 [n, H, W, C], labels [n] or None)."""
     from pixdiff import guidance as guidance_mod
     from pixdiff import samplers
 
+    sampler, guidance = sampler or "heun", guidance or 0.0  # None: the defaults
     den, ck = load_denoiser(path, weights)
     cfg = TrainConfig.from_dict(ck.state["config"])
     labels = _classes_for(n, classes, den.num_classes)

@@ -67,14 +67,18 @@ class Denoiser(nn.Module):
 
     def predict(self, z: torch.Tensor, logsnr: torch.Tensor, cond: torch.Tensor | None = None) -> DenoiserOutput:
         lam = torch.as_tensor(logsnr, dtype=torch.float64, device=z.device).expand(z.shape[0])
+        # The backbone runs in its own dtype (e.g. float32 weights under a float64 likelihood
+        # solver); the parameterisation arithmetic stays in z's dtype.
+        p = next(self.net.parameters(), None) if isinstance(self.net, nn.Module) else None
+        nd = p.dtype if p is not None else z.dtype
         if self.parameterization == "edm":
             x_sigma, s = process.to_sigma_space(z, lam)
             c_skip, c_out, c_in, _ = process.edm_preconditioning(s, self.sigma_data)
-            out = self.net(process._b(c_in, z) * x_sigma, lam.to(z.dtype), cond)
+            out = self.net((process._b(c_in, z) * x_sigma).to(nd), lam.to(nd), cond)
             out, var = self._split(out, z)
             x_hat = process._b(c_skip, z) * x_sigma + process._b(c_out, z) * out.to(z.dtype)
         else:
-            out = self.net(z, lam.to(z.dtype), cond)
+            out = self.net(z.to(nd), lam.to(nd), cond)
             out, var = self._split(out, z)
             x_hat = process.to_x(out.to(z.dtype), self.parameterization, z, lam)
         return DenoiserOutput(x_hat, var)

@@ -16,6 +16,17 @@ from pixdiff.nets import ClassifierConfig, UNetConfig, UViTConfig
 # Small variants of the presets keep the whole file fast on 2 CPU cores.
 SMALL_UNET = dict(channels=16, norm_groups=8, head_channels=16)
 SMALL_UVIT = dict(channels=(16, 32, 32), mid_blocks=2, head_channels=16, norm_groups=8)
+SMALL = {"tiny": SMALL_UNET, "tiny-uvit": SMALL_UVIT}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These nets are tiny: on a shared 2-core machine a second OpenMP thread mostly waits
+    for the other and slows every op down, so run single-threaded and restore afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _inputs(net, batch=2, side=None, seed=0):
@@ -101,7 +112,7 @@ def test_uvit_trunk_is_exactly_identity_at_init():
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-uvit"])
 def test_class_labels_and_null_label(name):
-    net = _dezero(_build(name)).eval()
+    net = _dezero(_build(name, **SMALL[name])).eval()
     x, logsnr = _inputs(net)
     x, logsnr = x[:1].expand(2, -1, -1, -1), logsnr[:1].expand(2)
     out = net(x, logsnr, torch.tensor([1, 7]))
@@ -113,7 +124,7 @@ def test_class_labels_and_null_label(name):
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-uvit", "tiny-classifier"])
 def test_gradients_reach_every_parameter(name):
-    net = _dezero(_build(name))
+    net = _dezero(_build(name, **SMALL.get(name, {})))
     n_labels = getattr(net.config, "num_classes", 0)
     batch = n_labels + 1 if name != "tiny-classifier" else 2
     x, logsnr = _inputs(net, batch=batch)
@@ -125,7 +136,7 @@ def test_gradients_reach_every_parameter(name):
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-uvit"])
 def test_bf16_autocast_close_to_fp32(name):
-    net = _dezero(_build(name)).eval()
+    net = _dezero(_build(name, **SMALL[name])).eval()
     x, logsnr = _inputs(net, batch=4)
     cond = torch.tensor([0, 3, 9, 10])
     ref = net(x, logsnr, cond)

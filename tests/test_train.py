@@ -72,6 +72,16 @@ def test_train_sample_info_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", "--ckpt", str(run)]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 48
+    # likelihood and evaluation of the same checkpoint through the CLI
+    nll = tmp_path / "nll.json"
+    assert main(["nll", "--ckpt", str(run), "--n", "4", "--num-t", "8", "--json", str(nll)]) == 0
+    res = json.loads(nll.read_text())
+    assert 0 < res["bits_per_dim"] < 30 and res["ci95"] > 0 and res["n"] == 4
+    ev = tmp_path / "eval.json"
+    assert main(["eval", "--ckpt", str(run), "--n", "20", "--sampler", "ddim", "--steps", "3",
+                 "--metrics", "acc,is", "--json", str(ev)]) == 0
+    m = json.loads(ev.read_text())
+    assert m["protocol"]["source"]["n"] == 20 and 0 <= m["metrics"]["acc"]["accuracy"] <= 1
 
 
 def test_sigkill_then_resume_is_bit_exact(tmp_path):

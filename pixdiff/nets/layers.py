@@ -31,6 +31,7 @@ __all__ = [
     "num_attention_heads",
     "check_input",
     "check_logsnr",
+    "embed_conditioning",
     "zero_init",
 ]
 
@@ -264,10 +265,28 @@ def check_input(x: torch.Tensor, in_channels: int, factor: int, name: str) -> No
     if h % factor or w % factor:
         raise ValueError(
             f"{name}: image size {h}x{w} must be divisible by the total downsampling factor "
-            f"{factor} (patch size × 2^(levels-1)); pad or resize the images"
+            f"{factor}; pad, crop or resize the images"
         )
 
 
 def check_logsnr(logsnr: torch.Tensor, batch: int) -> None:
     if logsnr.shape != (batch,):
         raise ValueError(f"logsnr must have shape [{batch}], got {tuple(logsnr.shape)}")
+
+
+def embed_conditioning(
+    noise_emb: LogSNREmbedding,
+    class_emb: ClassEmbedding | None,
+    logsnr: torch.Tensor,
+    cond: torch.Tensor | None,
+    batch: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """SiLU(noise embedding + class embedding) [B, E], the vector every block reads."""
+    check_logsnr(logsnr, batch)
+    emb = noise_emb(logsnr)
+    if class_emb is not None:
+        emb = emb + class_emb(cond, batch, device)
+    elif cond is not None:
+        raise ValueError("this network is unconditional (num_classes=0); pass cond=None")
+    return F.silu(emb)

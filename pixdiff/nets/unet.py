@@ -31,7 +31,7 @@ from .layers import (
     ResBlock,
     Upsample,
     check_input,
-    check_logsnr,
+    embed_conditioning,
     num_attention_heads,
     zero_init,
 )
@@ -118,7 +118,7 @@ class EmbSequential(nn.ModuleList):
         return x
 
 
-def _attention(cfg: Any, width: int) -> AttentionBlock:
+def _attention_block(cfg: Any, width: int) -> AttentionBlock:
     heads = num_attention_heads(width, cfg.head_channels, cfg.num_heads)
     return AttentionBlock(width, heads, cfg.norm_groups)
 
@@ -138,7 +138,7 @@ def build_encoder(cfg: Any) -> tuple[nn.ModuleList, EmbSequential, list[int]]:
             ]
             ch = width
             if side in cfg.attention_resolutions:
-                layers.append(_attention(cfg, ch))
+                layers.append(_attention_block(cfg, ch))
             blocks.append(EmbSequential(layers))
             skips.append(ch)
         if level < len(cfg.channel_mult) - 1:
@@ -153,7 +153,7 @@ def build_encoder(cfg: Any) -> tuple[nn.ModuleList, EmbSequential, list[int]]:
     middle = EmbSequential(
         [
             ResBlock(ch, ch, emb_dim, dropout=cfg.dropout, groups=groups),
-            _attention(cfg, ch),
+            _attention_block(cfg, ch),
             ResBlock(ch, ch, emb_dim, dropout=cfg.dropout, groups=groups),
         ]
     )
@@ -193,7 +193,7 @@ class UNet(nn.Module):
                 ]
                 ch = width
                 if side in cfg.attention_resolutions:
-                    layers.append(_attention(cfg, ch))
+                    layers.append(_attention_block(cfg, ch))
                 if level and i == cfg.num_res_blocks:
                     layers.append(
                         ResBlock(ch, ch, emb_dim, dropout=cfg.dropout, groups=cfg.norm_groups,
@@ -213,14 +213,7 @@ class UNet(nn.Module):
     def embed(
         self, logsnr: torch.Tensor, cond: torch.Tensor | None, batch: int, device: torch.device
     ) -> torch.Tensor:
-        """SiLU(noise embedding + class embedding) [B, E], shared by every block."""
-        check_logsnr(logsnr, batch)
-        emb = self.noise_emb(logsnr)
-        if self.class_emb is not None:
-            emb = emb + self.class_emb(cond, batch, device)
-        elif cond is not None:
-            raise ValueError("this network is unconditional (num_classes=0); pass cond=None")
-        return F.silu(emb)
+        return embed_conditioning(self.noise_emb, self.class_emb, logsnr, cond, batch, device)
 
     def forward(
         self, x_in: torch.Tensor, logsnr: torch.Tensor, cond: torch.Tensor | None = None

@@ -34,7 +34,7 @@ from .layers import (
     ResBlock,
     TransformerBlock,
     check_input,
-    check_logsnr,
+    embed_conditioning,
     num_attention_heads,
     zero_init,
 )
@@ -182,14 +182,7 @@ class UViT(nn.Module):
     def embed(
         self, logsnr: torch.Tensor, cond: torch.Tensor | None, batch: int, device: torch.device
     ) -> torch.Tensor:
-        """SiLU(noise embedding + class embedding) [B, E], shared by every block."""
-        check_logsnr(logsnr, batch)
-        emb = self.noise_emb(logsnr)
-        if self.class_emb is not None:
-            emb = emb + self.class_emb(cond, batch, device)
-        elif cond is not None:
-            raise ValueError("this network is unconditional (num_classes=0); pass cond=None")
-        return F.silu(emb)
+        return embed_conditioning(self.noise_emb, self.class_emb, logsnr, cond, batch, device)
 
     def trunk(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """f of seed 004 Eq. 5 unrolled over all levels, on patch features [B, C0, H/p, W/p]."""
