@@ -91,6 +91,10 @@ def config_from_args(args):
         cfg.optim.lr = args.lr
     if args.weighting:
         cfg.loss["weighting"] = args.weighting
+    if cfg.data.name in ("moons", "swissroll", "mixture"):
+        cfg.loss.setdefault("bias", 0.0)  # SiD2's bias is set per image resolution; none for 2-D points
+        if not flag("preset") or args.preset == "tiny":
+            cfg.model.preset = "mlp"
     if flag("seed"):
         cfg.run.seed = args.seed
     if args.bf16:

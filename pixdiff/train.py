@@ -138,6 +138,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
         raise ValueError(f"micro_batch {micro} does not divide the per-process batch {local}")
     accum = local // micro
 
+    vector_data = len(ds.shape) == 1
+    if vector_data != (nets.preset_config(cfg.model.preset).kind == "mlp"):
+        raise ValueError(f"data {cfg.data.name!r} of shape {ds.shape} needs "
+                         + ("--preset mlp" if vector_data else f"an image network, not --preset {cfg.model.preset}"))
     torch.manual_seed(r.seed)  # initial weights
     denoiser = build_denoiser(cfg, ds.shape[0], num_classes).to(device)
     loss_cfg = losses.LossConfig(**cfg.loss)
@@ -212,7 +216,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
                     drop = torch.rand(cond.shape[0], generator=g).to(device) < cfg.data.p_uncond
                     cond[drop] = num_classes  # the null label (seed 001: drop the label with p_uncond)
                 with autocast:
-                    per_example = losses.loss_fn(denoiser, x, cond, g, loss_cfg, step, sampler=t_sampler).loss
+                    per_example = losses.loss_fn(denoiser, x, cond, g, loss_cfg, step, sampler=t_sampler,
+                                                 check_range=not vector_data).loss
                 loss = per_example.float().mean() / accum
                 loss.backward()
                 loss_sum += loss.detach().double()

@@ -13,6 +13,7 @@ from torch import nn
 
 from .classifier import Classifier, ClassifierConfig, classifier_config_from_dict
 from .unet import UNet, UNetConfig, unet_config_from_dict
+from .mlp import MLP, MLPConfig, mlp_config_from_dict
 from .uvit import UViT, UViTConfig, uvit_config_from_dict
 
 __all__ = [
@@ -20,7 +21,7 @@ __all__ = [
     "preset_config",
 ]
 
-NetConfig = UNetConfig | UViTConfig | ClassifierConfig
+NetConfig = UNetConfig | UViTConfig | ClassifierConfig | MLPConfig
 
 PRESETS: dict[str, NetConfig] = {
     # CPU-sized ADM U-Net for the embedded 16×16 one-channel digits.
@@ -55,12 +56,15 @@ PRESETS: dict[str, NetConfig] = {
     "sid2-s": UViTConfig(resolution=512, patch_size=4, num_classes=1000),
     # SiD2 flop-heavy at 512² (seed 004 §2.2, App. A.4): identical but 2×2 patching.
     "sid2-flopheavy": UViTConfig(resolution=512, patch_size=2, num_classes=1000),
+    # Residual MLP for the 2-D toy data (moons, swiss roll, mixture).
+    "mlp": MLPConfig(in_channels=2, hidden=128, blocks=3),
 }
 
 _KINDS: dict[str, tuple[Callable[[dict], Any], Callable[[Any], nn.Module]]] = {
     UNetConfig.kind: (unet_config_from_dict, UNet),
     UViTConfig.kind: (uvit_config_from_dict, UViT),
     ClassifierConfig.kind: (classifier_config_from_dict, Classifier),
+    MLPConfig.kind: (mlp_config_from_dict, MLP),
 }
 
 
