@@ -74,7 +74,7 @@ def sample_checkpoint(path, n: int = 100, sampler: str | None = "heun", steps: i
         model = guidance_mod.classifier_free(den, guidance, interval=guidance_interval)
     elif guidance:
         raise ValueError("--guidance needs a class-conditional model")
-    shape = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
+    shape = tuple(ck.state["meta"].get("data_shape") or (cfg.data.channels, cfg.data.resolution, cfg.data.resolution))
     out = []
     from tqdm import tqdm
 
@@ -86,6 +86,8 @@ def sample_checkpoint(path, n: int = 100, sampler: str | None = "heun", steps: i
                             **options)
         out.append(x.float().clamp(-1, 1))
     x = torch.cat(out)
+    if len(shape) == 1:  # vector (2-D toy) data: no pixels to quantise
+        return x.numpy(), (None if labels is None else labels.numpy())
     return data_mod.to_uint8(x), (None if labels is None else labels.numpy())
 
 
@@ -105,6 +107,27 @@ def add_parser(sub) -> None:
     p.add_argument("--batch", type=int, default=256, help="images per forward batch")
     p.add_argument("--out", type=Path, required=True, help="FILE.png (a grid) or FILE.npz (images uint8 N×H×W×C, labels)")
     p.set_defaults(func=run)
+
+
+def _save_points(out: Path, x: np.ndarray, labels) -> None:
+    if out.suffix.lower() == ".npz":
+        tmp = out.with_name(f".{out.stem}.tmp.npz")
+        np.savez(tmp, **({"samples": x} if labels is None else {"samples": x, "labels": labels}))
+        tmp.replace(out)
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(x[:, 0], x[:, 1], s=2, c=None if labels is None else labels, cmap="tab10")
+    ax.set_aspect("equal")
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(out)
 
 
 def parse_interval(s: str | None):
@@ -129,7 +152,9 @@ def run(args) -> int:
     print(f"sampled {args.n} images with the {weights} weights, sampler {args.sampler}, {args.steps} steps",
           file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.out.suffix.lower() == ".npz":
+    if imgs.ndim == 2:  # 2-D toy data: points, not images
+        _save_points(args.out, imgs, labels)
+    elif args.out.suffix.lower() == ".npz":
         tmp = args.out.with_name(f".{args.out.stem}.tmp.npz")
         payload = {"images": imgs} if labels is None else {"images": imgs, "labels": labels}
         np.savez(tmp, **payload)

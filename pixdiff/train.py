@@ -153,7 +153,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
     meta = {"num_classes": num_classes, "in_channels": ds.shape[0], "class_names": ds.class_names,
             "net_kind": denoiser.net.config.kind if hasattr(denoiser.net, "config") else None,
             "net_config": asdict(denoiser.net.config) if hasattr(denoiser.net, "config") else None,
-            "dataset": ds.name}
+            "dataset": ds.name, "data_shape": list(ds.shape)}
 
     existing = ckpt_io.list_checkpoints(out)
     if existing and not resume:

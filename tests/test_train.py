@@ -199,3 +199,14 @@ def test_ddp_two_processes_equal_one_process_with_accumulation(tmp_path):
     assert a[0] == b[0]
     for k in a[1]:
         assert torch.allclose(a[1][k], b[1][k], rtol=1e-4, atol=1e-6), k
+
+
+def test_toy_2d_training_and_sampling(tmp_path):
+    run = tmp_path / "moons"
+    assert main(["train", "--data", "moons", "--steps", "3", "--batch", "16", "--out", str(run), "--quiet"]) == 0
+    ck = ckpt_io.load(run)
+    assert ck.state["config"]["model"]["preset"] == "mlp" and ck.state["meta"]["data_shape"] == [2]
+    out = tmp_path / "pts.npz"
+    assert main(["sample", "--ckpt", str(run), "--n", "8", "--sampler", "ddim", "--steps", "4", "--out", str(out)]) == 0
+    f = np.load(out)
+    assert f["samples"].shape == (8, 2) and np.isfinite(f["samples"]).all()
