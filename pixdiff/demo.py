@@ -74,13 +74,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pixdiff.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
-    ap.add_argument("--images", type=int, default=48_000, help="training length in images seen (default 48000)")
+    ap.add_argument("--images", type=int, default=24_000, help="training length in images seen (default 24000)")
     ap.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
     ap.add_argument("--preset", default="tiny", help="network preset (default tiny)")
     ap.add_argument("--sampler", default="dpmpp_2m", help="sampler for the grid (default dpmpp_2m)")
-    ap.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
+    ap.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
     ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight w (default 1)")
-    ap.add_argument("--n-eval", type=int, default=500, help="samples scored for class accuracy (default 500)")
+    ap.add_argument("--n-eval", type=int, default=300, help="samples scored for class accuracy (default 300)")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted demo run")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -107,6 +107,13 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     ckpt = train(cfg, out / "run", resume=args.resume)
     metrics["train_seconds"] = time.perf_counter() - t0
+    from pixdiff import checkpoint as ckpt_io
+
+    done = ckpt_io.load(ckpt).state["images"]
+    if done < args.images:  # Ctrl-C / SIGTERM: the trainer saved a checkpoint and returned
+        print(f"training stopped at {done} of {args.images} images; run `make demo` (or this command with "
+              f"--resume) to continue", file=sys.stderr)
+        return 130
     metrics["train_images"] = args.images
 
     t0 = time.perf_counter()

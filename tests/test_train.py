@@ -210,3 +210,49 @@ def test_toy_2d_training_and_sampling(tmp_path):
     assert main(["sample", "--ckpt", str(run), "--n", "8", "--sampler", "ddim", "--steps", "4", "--out", str(out)]) == 0
     f = np.load(out)
     assert f["samples"].shape == (8, 2) and np.isfinite(f["samples"]).all()
+
+
+def test_nonfinite_loss_is_skipped_then_stops_with_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    from pixdiff import losses
+
+    run = tmp_path / "run"
+    assert main(_train_args(run, steps=2)) == 0  # a good checkpoint at 16 images
+    real = losses.loss_fn
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        out = real(*a, **k)
+        calls["n"] += 1
+        if calls["n"] > 1:  # first step fine, then NaN forever
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(losses, "loss_fn", flaky)
+    capsys.readouterr()
+    assert main(_train_args(run, steps=40, extra=["--resume"])) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not finite for 10 steps" in err and "ckpt-" in err and len(err.splitlines()) == 1, err
+    images, model, _ = _final_weights(run)
+    assert images == 16 and all(torch.isfinite(v).all() for v in model.values() if v.is_floating_point())
+
+
+def test_single_nan_step_is_skipped_and_counted(tmp_path, monkeypatch):
+    from pixdiff import losses
+
+    real = losses.loss_fn
+    calls = {"n": 0}
+
+    def once(*a, **k):
+        out = real(*a, **k)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(losses, "loss_fn", once)
+    run = tmp_path / "run"
+    assert main(_train_args(run, steps=4)) == 0
+    ck = ckpt_io.load(run)
+    assert ck.state["nan_total"] == 1 and ck.state["images"] == 32
+    recs = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in recs)
