@@ -30,5 +30,6 @@ def test_demo_classifier_is_independent_and_competent():
     test = load_digits(16, "test")
     pred = classify_digits(clf, to_uint8(test.images))
     assert (pred == test.labels.numpy()).mean() > 0.95
-    noise = to_uint8(torch.rand(50, 1, 16, 16) * 2 - 1)
-    assert len(set(classify_digits(clf, noise).tolist())) <= 10
+    # it looks at the picture: shifting every digit off-centre breaks it
+    shifted = to_uint8(torch.roll(test.images, shifts=6, dims=-1))
+    assert (classify_digits(clf, shifted) == test.labels.numpy()).mean() < 0.6
