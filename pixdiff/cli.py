@@ -39,6 +39,7 @@ def _add_train(sub) -> None:
     p.add_argument("--batch", type=int, default=o.batch, help=f"global batch size (default {o.batch})")
     p.add_argument("--micro-batch", type=int, default=0, help="gradient-accumulation micro-batch (default: none)")
     p.add_argument("--lr", type=float, default=o.lr, help=f"peak learning rate (default {o.lr})")
+    p.add_argument("--warmup", type=int, default=None, help=f"learning-rate warm-up in images (default {o.warmup_images})")
     p.add_argument("--weighting", default=None, help="loss weighting (see docs/losses.md), e.g. sigmoid, eps_mse, edm")
     p.add_argument("--seed", type=int, default=r.seed, help="run seed")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the network (default: fp32)")
@@ -89,6 +90,8 @@ def config_from_args(args):
         cfg.optim.micro_batch = args.micro_batch
     if flag("lr"):
         cfg.optim.lr = args.lr
+    if args.warmup is not None:
+        cfg.optim.warmup_images = args.warmup
     if args.weighting:
         cfg.loss["weighting"] = args.weighting
     if cfg.data.name in ("moons", "swissroll", "mixture"):
@@ -181,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pixdiff import cli_sample
 
     cli_sample.add_parser(sub)
-    for mod in ("pixdiff.metrics.command", "pixdiff.cli_nll"):
+    for mod in ("pixdiff.metrics.command", "pixdiff.cli_nll", "pixdiff.train_classifier"):
         try:
             __import__(mod, fromlist=["add_parser"]).add_parser(sub)
         except ImportError:

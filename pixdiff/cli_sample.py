@@ -60,8 +60,14 @@ def _classes_for(n: int, classes: list[int] | None, num_classes: int) -> torch.T
 def sample_checkpoint(path, n: int = 100, sampler: str | None = "heun", steps: int | None = 18,
                       guidance: float | None = 0.0,
                       seed: int = 0, classes: list[int] | None = None, weights: str = "ema",
-                      batch: int = 256, guidance_interval=None, progress: bool = False, **options):
-    """Sample ``n`` images; returns (uint8 [n, H, W, C], labels [n] or None)."""
+                      batch: int = 256, guidance_interval=None, progress: bool = False, classifier=None,
+                      guide_ckpt=None, **options):
+    """Sample ``n`` images; returns (uint8 [n, H, W, C], labels [n] or None).
+
+    ``guidance`` is the weight w of the one guidance method chosen: classifier-free (default),
+    classifier guidance of scale w with the noisy classifier at ``classifier`` (a
+    `pixdiff train-classifier` checkpoint), or autoguidance by the weaker model at ``guide_ckpt``,
+    D = D + w (D − D_weak). w = 0 is always the unguided conditional model."""
     from pixdiff import guidance as guidance_mod
     from pixdiff import samplers
 
@@ -70,10 +76,22 @@ def sample_checkpoint(path, n: int = 100, sampler: str | None = "heun", steps: i
     cfg = TrainConfig.from_dict(ck.state["config"])
     labels = _classes_for(n, classes, den.num_classes)
     model = den
-    if guidance and labels is not None:
+    if classifier is not None and guide_ckpt is not None:
+        raise ValueError("choose one of --classifier and --guide-ckpt")
+    if classifier is not None:
+        from pixdiff.train_classifier import load_classifier
+
+        clf = load_classifier(classifier)
+        if labels is None:
+            labels = _classes_for(n, classes, clf.num_classes)
+        model = guidance_mod.classifier(den, clf, guidance, conditional=den.num_classes > 0)
+    elif guide_ckpt is not None:
+        weak, _ = load_denoiser(guide_ckpt, weights)
+        model = guidance_mod.autoguidance(den, weak, guidance, convention="cfg")
+    elif guidance and labels is not None:
         model = guidance_mod.classifier_free(den, guidance, interval=guidance_interval)
     elif guidance:
-        raise ValueError("--guidance needs a class-conditional model")
+        raise ValueError("--guidance needs a class-conditional model (or --classifier / --guide-ckpt)")
     shape = tuple(ck.state["meta"].get("data_shape") or (cfg.data.channels, cfg.data.resolution, cfg.data.resolution))
     out = []
     from tqdm import tqdm
@@ -98,9 +116,13 @@ def add_parser(sub) -> None:
     p.add_argument("--n", type=int, default=100, help="number of images (default 100)")
     p.add_argument("--sampler", default="heun", help="sampler name (see `pixdiff info --samplers`; default heun)")
     p.add_argument("--steps", type=int, default=18, help="sampler steps (default 18)")
-    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w (ε̃ = (1+w)ε_c − wε_u)")
+    p.add_argument("--guidance", type=float, default=0.0,
+                   help="guidance weight w: classifier-free ε̃ = (1+w)ε_c − wε_u by default; the classifier scale "
+                        "with --classifier; D + w(D − D_weak) with --guide-ckpt (0 = unguided)")
     p.add_argument("--guidance-interval", type=str, default=None, metavar="LO,HI",
                    help="apply guidance only for logSNR in (LO, HI) (SiD2)")
+    p.add_argument("--classifier", type=Path, default=None, help="noisy classifier checkpoint (classifier guidance)")
+    p.add_argument("--guide-ckpt", type=Path, default=None, help="weaker model's run/checkpoint (autoguidance)")
     p.add_argument("--classes", type=str, default=None, help="comma-separated class labels to cycle through (default all)")
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
@@ -148,7 +170,8 @@ def run(args) -> int:
     classes = [int(c) for c in args.classes.split(",")] if args.classes else None
     weights = "raw" if args.raw else "ema"
     imgs, labels = sample_checkpoint(args.ckpt, args.n, args.sampler, args.steps, args.guidance, args.seed, classes,
-                                     weights, args.batch, parse_interval(args.guidance_interval), progress=True)
+                                     weights, args.batch, parse_interval(args.guidance_interval), progress=True,
+                                     classifier=args.classifier, guide_ckpt=args.guide_ckpt)
     print(f"sampled {args.n} images with the {weights} weights, sampler {args.sampler}, {args.steps} steps",
           file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -256,3 +256,22 @@ def test_single_nan_step_is_skipped_and_counted(tmp_path, monkeypatch):
     assert ck.state["nan_total"] == 1 and ck.state["images"] == 32
     recs = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in recs)
+
+
+def test_classifier_and_autoguidance_through_the_cli(tmp_path):
+    """`pixdiff train-classifier`, then sampling with --classifier and with --guide-ckpt; w = 0 is
+    exactly the unguided model for both."""
+    run, weak, clf = tmp_path / "run", tmp_path / "weak", tmp_path / "clf"
+    assert main(_train_args(run, steps=3, extra=["--warmup", "0"])) == 0
+    assert main(_train_args(weak, steps=1, extra=["--warmup", "0"])) == 0
+    assert main(["train-classifier", "--steps", "3", "--batch", "8", "--out", str(clf), "--quiet",
+                 "--preset", "tiny-classifier"]) == 0
+    base = ["sample", "--ckpt", str(run), "--n", "4", "--sampler", "ddim", "--steps", "3"]
+    outs = {}
+    for name, extra in {"plain": [], "clf0": ["--classifier", str(clf)], "clf": ["--classifier", str(clf), "--guidance", "3"],
+                        "auto0": ["--guide-ckpt", str(weak)], "auto": ["--guide-ckpt", str(weak), "--guidance", "2"]}.items():
+        out = tmp_path / f"{name}.npz"
+        assert main(base + extra + ["--out", str(out)]) == 0, name
+        outs[name] = np.load(out)["images"]
+    assert np.array_equal(outs["clf0"], outs["plain"]) and np.array_equal(outs["auto0"], outs["plain"])
+    assert not np.array_equal(outs["clf"], outs["plain"]) and not np.array_equal(outs["auto"], outs["plain"])
