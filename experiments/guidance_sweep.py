@@ -37,20 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def frechet_distance(feat_a: torch.Tensor, feat_b: torch.Tensor) -> float:
-    """‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^{1/2}) between Gaussian fits of two feature sets.
-    Uses ``pixdiff.metrics.frechet_distance(feat_a, feat_b)`` when the metrics package has it."""
-    from pixdiff import metrics
+    """‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^{1/2}) between Gaussian fits of two feature sets."""
+    from pixdiff.metrics import frechet_distance_from_features
 
-    lib = getattr(metrics, "frechet_distance", None)
-    if lib is not None:
-        return float(lib(feat_a, feat_b))
-    from scipy import linalg
-
-    a, b = feat_a.double().numpy(), feat_b.double().numpy()
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = np.real(linalg.sqrtm(cov_a @ cov_b))
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2.0 * covmean))
+    return float(frechet_distance_from_features(feat_a, feat_b))
 
 
 BEGIN, END = "<!-- guidance_sweep:begin -->", "<!-- guidance_sweep:end -->"

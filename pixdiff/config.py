@@ -58,11 +58,14 @@ class OptimConfig:
     batch: int = 64  # global batch size (over all DDP ranks)
     micro_batch: int = 0  # per-forward size for gradient accumulation (0 = the whole local batch)
     ema_halflife_images: float = 20_000.0  # EMA half-life in images seen (SiD2 decay 0.9999 at batch 2048 ≈ 14M)
+    ema_decay: float | None = None  # per-step EMA decay (e.g. SiD2's 0.9999); overrides the half-life when set
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
         if self.lr <= 0 or self.batch < 1 or self.micro_batch < 0:
             raise ValueError("lr must be positive, batch >= 1 and micro_batch >= 0")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1) (got {self.ema_decay})")
         if self.decay not in ("constant", "cosine"):
             raise ValueError(f"decay must be constant or cosine (got {self.decay!r})")
 

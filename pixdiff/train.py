@@ -178,7 +178,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
             return None
         state = {"config": cfg.to_dict(), "optim": ckpt_io.optimizer_to_flat(opt)[1], "images": images,
                  "step": images // o.batch, "nan_total": nan_total, "t_sampler": t_sampler.state_dict() if t_sampler else None,
-                 "meta": meta, "rng": {"torch": torch.initial_seed(), "note": "draws derive from (seed, step, shard)"},
+                 "meta": meta, "rng": _rng_states(r.seed, images // o.batch),
                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         return ckpt_io.save(out, images, state, denoiser.state_dict(), ema, ckpt_io.optimizer_to_flat(opt)[0], r.keep)
 
@@ -186,7 +186,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(cfg.to_json() + "\n")
     log_f = open(out / "log.jsonl", "a") if rank == 0 else None
-    ema_decay = 0.5 ** (o.batch / o.ema_halflife_images) if o.ema_halflife_images > 0 else 0.0
+    if o.ema_decay is not None:
+        ema_decay = o.ema_decay
+    else:  # half-life h images: after h/B steps the old weights count one half
+        ema_decay = 0.5 ** (o.batch / o.ema_halflife_images) if o.ema_halflife_images > 0 else 0.0
     bar = _progress(r.images, images, enabled=progress and rank == 0)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=r.bf16)
     last_ckpt, t_log, img_log = None, time.perf_counter(), images
@@ -292,6 +295,21 @@ def write_sample_grid(denoiser: Denoiser, ema: dict, ds, num_classes: int, path:
     x = samplers.sample(model, (n, *ds.shape), sampler=sampler, steps=steps, generator=gens,
                         cond=None if cond is None else cond.to(dev), device=dev)
     data_mod.save_png(path, data_mod.image_grid(x.float().cpu(), nrow=10), scale=4)
+
+
+def _rng_states(seed: int, step: int) -> dict:
+    """Every generator's state, for the record. Resume does not need them: each step's draws come
+    from generators seeded by (seed, step, shard), so the step number is the whole RNG state."""
+    import base64
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()
+    return {"scheme": "per-step generators seeded by (seed, step, shard)", "seed": seed, "next_step": step,
+            "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+            "numpy": {"key": base64.b64encode(np_state[1].tobytes()).decode(), "pos": int(np_state[2])},
+            "python": list(random.getstate()[1])}
 
 
 def _truncate_log(path: Path, images: int) -> None:
