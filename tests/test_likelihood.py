@@ -17,14 +17,6 @@ COV = torch.tensor([[0.05, 0.02], [0.02, 0.08]], dtype=F64)
 MU = torch.tensor([0.1, -0.2], dtype=F64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny batched einsums (the analytic oracle) run ~1000x slower with 2 threads on a loaded 2-core box.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _gaussian():
     return GaussianMixture.gaussian(MU, COV)

@@ -19,14 +19,6 @@ from pixdiff.weighting import (WEIGHTINGS, eps_to_v, eps_to_x, haar2d, haar_subb
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny batched einsums (the analytic oracle) run ~1000x slower with 2 threads on a loaded 2-core box.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _images(B=6, C=3, H=8, W=8, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -51,16 +51,6 @@ def digits_test():
     return load_digits(16, "test")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The CI box has 2 cores shared with other jobs; there torch's spinning intra-op threads make
-    # these small ops 10-60x slower than one thread does (measured), so this module runs on one.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _randn(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 

@@ -19,15 +19,6 @@ SMALL_UVIT = dict(channels=(16, 32, 32), mid_blocks=2, head_channels=16, norm_gr
 SMALL = {"tiny": SMALL_UNET, "tiny-uvit": SMALL_UVIT}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These nets are tiny: on a shared 2-core machine a second OpenMP thread mostly waits
-    for the other and slows every op down, so run single-threaded and restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _inputs(net, batch=2, side=None, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -54,14 +54,6 @@ def _sample(name, key, **kw):
                     return_nfe=True, **kw)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is several times faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def check_distribution(gm, x, ref, cov_tol=COV_TOL):
     x = x.to(torch.float64)

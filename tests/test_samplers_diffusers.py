@@ -54,13 +54,6 @@ def _start_noise(x_init_vp: torch.Tensor, lam0: float) -> torch.Tensor:
     return x_init_vp / math.sqrt(1 / (1 + math.exp(lam0)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.parametrize("variance", ["fixed_small", "fixed_large"])
 def test_ddpm_matches_diffusers(variance):

@@ -23,13 +23,6 @@ STEPS = [16, 32, 64, 128]
 _REF = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def reference():
     if not _REF:

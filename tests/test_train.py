@@ -37,13 +37,6 @@ def _final_weights(run):
     return ck.state["images"], ck.model, ck.ema
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_train_sample_info_end_to_end(tmp_path, capsys):
     run = tmp_path / "run"
