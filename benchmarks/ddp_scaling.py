@@ -24,7 +24,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -32,15 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except Exception:
-        name = platform.processor() or "unknown CPU"
-    return f"{name}, nproc {os.cpu_count()}"
+from _report import append_section, machine  # noqa: E402 - benchmarks/ is on sys.path
 
 
 def run_once(nproc: int, threads: int, args, workdir: Path) -> dict:
@@ -119,8 +110,7 @@ def main():
                    f"`{args.preset}` preset, fp32, global batch {args.batch} for every configuration, {args.steps} "
                    f"steps per run, the first {args.warmup} log records (steps) skipped, median of the rest "
                    f"({args.repeats} run(s) per configuration, interleaved).\n\n{table}\n")
-        with open(args.append, "a") as fh:  # one append: another writer may share the file
-            fh.write(section)
+        append_section(args.append, section)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,6 @@ import datetime
 import inspect
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +41,7 @@ import torch
 from pixdiff import samplers as S
 from pixdiff import schedules
 from pixdiff.analytic import GaussianMixture
+from _report import append_section, machine  # noqa: E402 - benchmarks/ is on sys.path
 
 F64 = torch.float64
 ROOT = Path(__file__).resolve().parents[1]
@@ -357,15 +356,6 @@ def plot(rows, floor, path, ylabel, title):
     tmp.replace(path)
 
 
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except Exception:
-        name = platform.processor() or "unknown CPU"
-    return f"{name}, nproc {os.cpu_count()}"
-
-
 # --- the two modes ----------------------------------------------------------------------------------
 
 
@@ -482,8 +472,7 @@ def main():
                    f"Target (best pixdiff sampler at 10 NFE within 10 % of its 250-NFE quality, measured as "
                    f"score(10) − score(250) ≤ 0.1 × noise floor, with the largest column standing in for 250 when "
                    f"there is none; the last column is the smallest NFE from which on this holds): {check}\n")
-        with open(args.append, "a") as fh:  # one append: another writer may share the file
-            fh.write(section)
+        append_section(args.append, section)
 
 
 if __name__ == "__main__":

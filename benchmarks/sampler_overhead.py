@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import statistics
-import subprocess
 import time
 
 import torch
@@ -24,6 +21,7 @@ from torch import nn
 
 from pixdiff import samplers as S
 from pixdiff.denoiser import Denoiser
+from _report import append_section, machine  # noqa: E402 - benchmarks/ is on sys.path
 
 
 class TinyNet(nn.Module):
@@ -58,15 +56,6 @@ CASES = {  # sampler: options (steps come from --steps, except where noted)
     "dpm_solver": {"order": 3}, "dpmpp_2m": {}, "euler_maruyama": {}, "pc": {},
     "langevin": {"steps_per_level": 4}, "consistency": {},
 }
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except Exception:
-        name = platform.processor() or "unknown CPU"
-    return f"{name}, nproc {os.cpu_count()}"
 
 
 def main():
@@ -122,8 +111,7 @@ def main():
                    f"Network: 4 conv layers, 64 channels, on 1×16×16 at batch {args.batch} (ε-prediction through "
                    f"`Denoiser`); one forward = {fwd_ms:.2f} ms (median of 10). Overhead = (wall time − time inside "
                    f"the denoiser) / NFE, median of {args.repeats} runs. Target: < 2 % of a forward.\n\n{table}\n")
-        with open(args.append, "a") as fh:  # one append: another writer may share the file
-            fh.write(section)
+        append_section(args.append, section)
 
 
 if __name__ == "__main__":
