@@ -46,47 +46,6 @@ from _report import append_section, machine  # noqa: E402 - benchmarks/ is on sy
 F64 = torch.float64
 ROOT = Path(__file__).resolve().parents[1]
 
-# --- the exact denoiser, fast for one λ per batch (the idea of tests/test_samplers_support.py) ---------
-
-
-class FastMixture:
-    """E[x | z] of a GaussianMixture when the whole batch shares λ: every per-component reduction is a
-    matmul over the stacked eigenbases; feature-major tensors ([D, n]) because broadcasting over a short
-    last axis is slow on CPU. Falls back to ``gm.denoise`` for mixed λ."""
-
-    def __init__(self, gm: GaussianMixture):
-        self.gm = gm
-        K, D = gm.means.shape
-        self.D = D
-        U, d = gm._U, gm._d  # [K, D, D], [K, D]
-        self.Ucat = U.permute(1, 0, 2).reshape(D, K * D).contiguous()
-        self.UcatT = self.Ucat.T.contiguous()
-        self.muU = torch.einsum("kd,kde->ke", gm.means, U).reshape(K * D, 1)
-        self.d = d.reshape(K * D, 1)
-        self.logw = gm.weights.log()[:, None]
-        self.blockT = torch.zeros(K, K * D, dtype=F64)
-        for k in range(K):
-            self.blockT[k, k * D:(k + 1) * D] = 1.0
-        self.meansT = gm.means.T.contiguous()
-
-    def __call__(self, z, logsnr, cond=None):
-        lam = torch.as_tensor(logsnr, dtype=F64).flatten()
-        if cond is not None or (lam != lam[0]).any():
-            return self.gm.denoise(z, logsnr, cond)
-        lam0 = float(lam[0])
-        a2, s2 = 1.0 / (1.0 + math.exp(-lam0)), 1.0 / (1.0 + math.exp(lam0))
-        a = math.sqrt(a2)
-        n = z.shape[0]
-        zT = z.reshape(n, -1).to(F64).T  # [D, n]
-        c = a2 * self.d + s2  # eigenvalues of C_k = α² Σ_k + σ² I, stacked [K·D, 1]
-        r = self.UcatT @ zT - a * self.muU  # U_kᵀ (z − α μ_k): [K·D, n]
-        logits = self.logw - 0.5 * ((self.blockT / c.T) @ (r * r) + self.blockT @ torch.log(c))
-        e = torch.exp(logits - logits.max(0, keepdim=True).values)
-        resp = e / e.sum(0, keepdim=True)  # p(k | z): [K, n]
-        x = self.meansT @ resp + self.Ucat @ (r * (a * self.d / c) * resp.repeat_interleave(self.D, dim=0))
-        return x.T.reshape(z.shape).to(z.dtype)
-
-
 class SlicedW1:
     """Sliced W1 to the *true* mixture: mean over ``projections`` evenly spaced directions θ of the 1-D
     W1 between the sorted projected samples and the exact quantiles F_θ⁻¹((i − ½)/n) of the projected
@@ -361,7 +320,7 @@ def plot(rows, floor, path, ylabel, title):
 
 def analytic(args):
     gm = GaussianMixture.toy_2d(labels=False)
-    den = FastMixture(gm)
+    den = gm.denoise  # exact; its shared-λ path is a few matmuls
     n, reps = args.n or 10000, args.replicas or 4
     score = SlicedW1(gm, n, args.projections)
     true = [gm.sample(n, torch.Generator().manual_seed(10_000 + r)) for r in range(2 * reps)]

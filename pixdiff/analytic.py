@@ -62,6 +62,7 @@ class GaussianMixture:
         if self.labels is not None and self.labels.numel() != K:
             raise ValueError(f"labels must give one class per component ({K})")
         self.shape = (D,) if shape is None else tuple(int(s) for s in shape)
+        self._stack = None  # stacked eigenbases for _denoise_shared, built on first use
         if math.prod(self.shape) != D:
             raise ValueError(f"shape {self.shape} does not hold D = {D} values")
 
@@ -155,7 +156,39 @@ class GaussianMixture:
         return resp @ onehot
 
     def denoise(self, z: torch.Tensor, logsnr, cond=None) -> torch.Tensor:
-        """E[x | z_t] (and, with ``cond``, E[x | z_t, class])."""
+        """E[x | z_t] (and, with ``cond``, E[x | z_t, class]). A batch that shares one finite λ (what
+        every sampler step passes) takes ``_denoise_shared``: the same formula as matmuls."""
+        lam = torch.as_tensor(logsnr, dtype=_F64).flatten()
+        if lam.numel() >= 1 and torch.isfinite(lam[0]) and (lam == lam[0]).all():
+            n = z.shape[0]
+            zf = z.reshape(n, -1).to(_F64).cpu()
+            if zf.shape[1] != self.dim:
+                raise ValueError(f"z holds {zf.shape[1]} values per sample; this mixture has D = {self.dim}")
+            x = self._denoise_shared(zf, lam[0], self._log_weights(cond, n))
+            return x.reshape(z.shape).to(device=z.device, dtype=z.dtype)
+        return self._denoise_general(z, logsnr, cond)
+
+    def _denoise_shared(self, zf: torch.Tensor, lam: torch.Tensor, logw: torch.Tensor) -> torch.Tensor:
+        """E[x | z] for [n, D] samples at one λ. With the eigenbases stacked, U = [U_1 | … | U_K]
+        ([D, K·D]), every per-component reduction is one matmul; tensors are feature-major ([·, n])
+        because broadcasting over a short trailing axis is slow on CPU (measured ~100× on 10k×2)."""
+        if self._stack is None:
+            K, D = self.means.shape
+            ucat = self._U.permute(1, 0, 2).reshape(D, K * D).contiguous()  # [U_1 | … | U_K]
+            mu_u = torch.einsum("kd,kde->ke", self.means, self._U).reshape(K * D, 1)  # U_kᵀ μ_k
+            block = torch.eye(K, dtype=_F64).repeat_interleave(D, dim=1)  # sums each component's D rows
+            self._stack = (ucat, ucat.T.contiguous(), mu_u, self._d.reshape(K * D, 1), block)
+        ucat, ucat_t, mu_u, d, block = self._stack
+        a, s = alpha_sigma(lam)
+        c = a * a * d + s * s  # eigenvalues of C_k = α² Σ_k + σ² I, stacked: [K·D, 1]
+        r = ucat_t @ zf.T - a * mu_u  # U_kᵀ (z − α μ_k): [K·D, n]
+        logits = logw.T - 0.5 * ((block / c.T) @ (r * r) + block @ torch.log(c))  # [K, n]; 2π cancels
+        resp = torch.softmax(logits, dim=0)  # p(k | z)
+        x = self.means.T @ resp + ucat @ (r * (a * d / c) * resp.repeat_interleave(self.dim, dim=0))
+        return x.T  # [n, D]
+
+    def _denoise_general(self, z: torch.Tensor, logsnr, cond=None) -> torch.Tensor:
+        """E[x | z] with a λ per sample."""
         zf, a, c, r_eig = self._parts(z, logsnr)
         log_resp, _ = self._log_resp_and_logpz(c, r_eig, cond, zf.shape[0])
         gain = a * self._d[None] / c  # α d / (α² d + σ²): [n, K, D]

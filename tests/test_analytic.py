@@ -52,6 +52,21 @@ def test_denoiser_equals_monte_carlo_posterior_mean(lam):
     assert torch.allclose(gm.denoise(z, lam), mc, atol=0.02), (gm.denoise(z, lam), mc)
 
 
+def test_shared_level_path_equals_per_sample_path():
+    """`denoise` takes a matmul path when the batch shares λ; it must equal the per-sample path."""
+    q, _ = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(16), dtype=torch.float64))
+    g16 = GaussianMixture.gaussian(torch.zeros(16), q @ torch.diag(torch.logspace(-1.3, 0, 16, dtype=torch.float64)) @ q.T)
+    g = torch.Generator().manual_seed(3)
+    for gm in (_mix(), g16):
+        for lam in (-8.0, -1.0, 0.5, 4.0, 12.0):
+            z = torch.randn(257, gm.dim, generator=g, dtype=torch.float64)
+            lams = torch.full((257,), lam, dtype=torch.float64)
+            torch.testing.assert_close(gm.denoise(z, lams), gm._denoise_general(z, lams), rtol=1e-10, atol=1e-10)
+            if gm.labels is not None:
+                c = torch.randint(0, 3, (257,), generator=g)
+                torch.testing.assert_close(gm.denoise(z, lams, c), gm._denoise_general(z, lams, c), rtol=1e-10, atol=1e-10)
+
+
 def test_tweedie_identity():
     gm = GaussianMixture(
         [0.2, 0.8], [[0.0, 1.0, -1.0], [1.0, 0.0, 0.5]],

@@ -21,7 +21,7 @@ import torch
 from pixdiff import samplers as S
 from pixdiff.analytic import GaussianMixture
 from pixdiff.schedules import VESchedule
-from test_samplers_support import (FastMixture, component_mass, gaussian16, pf_map, pf_ode_reference,
+from test_samplers_support import (component_mass, gaussian16, pf_map, pf_ode_reference,
                                    sliced_wasserstein)
 
 N = 10_000
@@ -37,7 +37,7 @@ _CACHE: dict[str, tuple] = {}
 def target(name):
     if name not in _CACHE:
         gm = TARGETS[name]()
-        _CACHE[name] = (gm, FastMixture(gm), gm.sample(N, torch.Generator().manual_seed(123)))
+        _CACHE[name] = (gm, gm.denoise, gm.sample(N, torch.Generator().manual_seed(123)))
     return _CACHE[name]
 
 

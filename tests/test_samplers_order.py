@@ -16,7 +16,7 @@ import torch
 
 from pixdiff import samplers as S
 from pixdiff.analytic import GaussianMixture
-from test_samplers_support import FastMixture, fitted_slope, pf_ode_reference
+from test_samplers_support import fitted_slope, pf_ode_reference
 
 S_MAX, S_END = 80.0, 0.02
 STEPS = [16, 32, 64, 128]
@@ -35,7 +35,7 @@ def reference():
 
 def errors(name, steps, **opts):
     gm, noise, x_ref = reference()
-    den = FastMixture(gm)
+    den = gm.denoise
     out = []
     for n in steps:
         grid = S.grids.edm(n, sigma_min=S_END, sigma_max=S_MAX, to_data=False)
