@@ -82,7 +82,7 @@ def run(args) -> int:
                          "raw" if args.raw else "ema", num_t=args.num_t, progress=True)
     print(f"{res['bits_per_dim']:.4f} ± {res['ci95']:.4f} bits/dim ({res['method']}, n = {res['n']}, 95% CI)")
     if args.json:
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps(res, indent=2) + "\n")
-        tmp.replace(args.json)
+        from pixdiff.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(res, indent=2) + "\n")
     return 0 if math.isfinite(res["bits_per_dim"]) else 1

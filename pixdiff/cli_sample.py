@@ -18,6 +18,7 @@ import torch
 
 from pixdiff import checkpoint as ckpt_io
 from pixdiff import data as data_mod
+from pixdiff.atomic import atomic_write
 from pixdiff.config import TrainConfig
 
 __all__ = ["load_denoiser", "sample_checkpoint", "add_parser", "run"]
@@ -133,9 +134,7 @@ def add_parser(sub) -> None:
 
 def _save_points(out: Path, x: np.ndarray, labels) -> None:
     if out.suffix.lower() == ".npz":
-        tmp = out.with_name(f".{out.stem}.tmp.npz")
-        np.savez(tmp, **({"samples": x} if labels is None else {"samples": x, "labels": labels}))
-        tmp.replace(out)
+        atomic_write(out, lambda p: np.savez(p, **({"samples": x} if labels is None else {"samples": x, "labels": labels})))
         return
     import matplotlib
 
@@ -146,10 +145,8 @@ def _save_points(out: Path, x: np.ndarray, labels) -> None:
     ax.scatter(x[:, 0], x[:, 1], s=2, c=None if labels is None else labels, cmap="tab10")
     ax.set_aspect("equal")
     fig.tight_layout()
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(out, lambda p: fig.savefig(p, dpi=100))
     plt.close(fig)
-    tmp.replace(out)
 
 
 def parse_interval(s: str | None):
@@ -178,10 +175,8 @@ def run(args) -> int:
     if imgs.ndim == 2:  # 2-D toy data: points, not images
         _save_points(args.out, imgs, labels)
     elif args.out.suffix.lower() == ".npz":
-        tmp = args.out.with_name(f".{args.out.stem}.tmp.npz")
         payload = {"images": imgs} if labels is None else {"images": imgs, "labels": labels}
-        np.savez(tmp, **payload)
-        tmp.replace(args.out)
+        atomic_write(args.out, lambda p: np.savez(p, **payload))
     else:
         x = data_mod.from_uint8(imgs)
         nrow = 10 if labels is None else len(set(labels.tolist()))

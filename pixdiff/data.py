@@ -218,12 +218,6 @@ def save_png(path: str | Path, grid: np.ndarray, scale: int = 1) -> None:
     im = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    _atomic_save(Path(path), lambda p: im.save(p, format="PNG"))
+    from pixdiff.atomic import atomic_write
 
-
-def _atomic_save(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda p: im.save(p, format="PNG"))

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from pixdiff import checkpoint as ckpt_io
+from pixdiff.atomic import atomic_write, atomic_write_text
 from pixdiff import data as data_mod
 from pixdiff import losses, nets
 from pixdiff.config import TrainConfig, diff_configs
@@ -176,15 +177,16 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
     def save_checkpoint():
         if rank != 0:
             return None
-        state = {"config": cfg.to_dict(), "optim": ckpt_io.optimizer_to_flat(opt)[1], "images": images,
+        opt_tensors, opt_meta = ckpt_io.optimizer_to_flat(opt)
+        state = {"config": cfg.to_dict(), "optim": opt_meta, "images": images,
                  "step": images // o.batch, "nan_total": nan_total, "t_sampler": t_sampler.state_dict() if t_sampler else None,
                  "meta": meta, "rng": _rng_states(r.seed, images // o.batch),
                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        return ckpt_io.save(out, images, state, denoiser.state_dict(), ema, ckpt_io.optimizer_to_flat(opt)[0], r.keep)
+        return ckpt_io.save(out, images, state, denoiser.state_dict(), ema, opt_tensors, r.keep)
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(cfg.to_json() + "\n")
+        atomic_write_text(out / "config.json", cfg.to_json() + "\n")
     log_f = open(out / "log.jsonl", "a") if rank == 0 else None
     if o.ema_decay is not None:
         ema_decay = o.ema_decay
@@ -364,7 +366,5 @@ def plot_loss_curve(log_path: Path, png_path: Path) -> None:
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(png_path, lambda p: fig.savefig(p, dpi=100))
     plt.close(fig)
-    tmp.replace(png_path)

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from pixdiff.atomic import atomic_write_text
+
 from .evaluate import METRICS, evaluate_images, read_images
 
 __all__ = ["add_parser", "run", "format_table", "main"]
@@ -146,9 +148,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
     return 0
 
 

@@ -62,12 +62,10 @@ def compute_reference(images: torch.Tensor, extractor: FeatureExtractor, dataset
 def save_reference(path: str | Path, ref: ReferenceStats) -> None:
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    from pixdiff.atomic import atomic_write
+
     tensors = {"mu": torch.from_numpy(ref.mu), "sigma": torch.from_numpy(ref.sigma), "features": ref.features.contiguous()}
-    save_file(tensors, str(tmp), metadata={"pixdiff": json.dumps(ref.meta(), sort_keys=True)})
-    tmp.replace(path)
+    atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"pixdiff": json.dumps(ref.meta(), sort_keys=True)}))
 
 
 def load_reference(path: str | Path, expect: FeatureExtractor | None = None) -> ReferenceStats:
