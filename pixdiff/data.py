@@ -15,6 +15,7 @@ global order.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -172,13 +173,14 @@ def load(spec: str, resolution: int = 16, channels: int = 3, split: str = "train
     return load_image_folder(spec, resolution, channels)
 
 
+@functools.lru_cache(maxsize=4)  # the trainer asks for the same epoch at every step
 def epoch_order(n: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
     """The example order of one epoch for one rank: a permutation that depends only on
     (seed, epoch), of which rank r takes positions r, r + W, r + 2W, … (trimmed so ranks are equal)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(n, generator=g)
     per_rank = n // world_size
-    return perm[: per_rank * world_size][rank::world_size]
+    return perm[: per_rank * world_size][rank::world_size]  # cached: callers read, never write
 
 
 def flip_horizontal(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
