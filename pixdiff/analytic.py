@@ -16,6 +16,8 @@ to that class's components. All arithmetic is float64; outputs take z's dtype.
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import math
 
 import torch
@@ -44,27 +46,27 @@ class GaussianMixture:
         mu = torch.as_tensor(means, dtype=_F64)
         cov = torch.as_tensor(covs, dtype=_F64)
         if mu.dim() != 2:
-            raise ValueError(f"means must have shape [K, D] (got {tuple(mu.shape)})")
+            raise PixdiffError(f"means must have shape [K, D] (got {tuple(mu.shape)})")
         K, D = mu.shape
         if w.numel() != K or (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"weights must be {K} non-negative numbers with a positive sum")
+            raise PixdiffError(f"weights must be {K} non-negative numbers with a positive sum")
         if cov.shape != (K, D, D):
-            raise ValueError(f"covs must have shape [K, D, D] = [{K}, {D}, {D}] (got {tuple(cov.shape)})")
+            raise PixdiffError(f"covs must have shape [K, D, D] = [{K}, {D}, {D}] (got {tuple(cov.shape)})")
         if not torch.allclose(cov, cov.transpose(1, 2), atol=1e-10):
-            raise ValueError("covs must be symmetric")
+            raise PixdiffError("covs must be symmetric")
         d, U = torch.linalg.eigh(cov)
         if (d < -1e-9 * d.abs().max().clamp(min=1.0)).any():
-            raise ValueError("covs must be positive semi-definite")
+            raise PixdiffError("covs must be positive semi-definite")
         self.weights = w / w.sum()
         self.means, self.covs = mu, cov
         self._d, self._U = d.clamp(min=0.0), U  # [K, D], [K, D, D]
         self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long).flatten()
         if self.labels is not None and self.labels.numel() != K:
-            raise ValueError(f"labels must give one class per component ({K})")
+            raise PixdiffError(f"labels must give one class per component ({K})")
         self.shape = (D,) if shape is None else tuple(int(s) for s in shape)
         self._stack = None  # stacked eigenbases for _denoise_shared, built on first use
         if math.prod(self.shape) != D:
-            raise ValueError(f"shape {self.shape} does not hold D = {D} values")
+            raise PixdiffError(f"shape {self.shape} does not hold D = {D} values")
 
     @property
     def dim(self) -> int:
@@ -105,14 +107,14 @@ class GaussianMixture:
         if cond is None:
             return logw
         if self.labels is None:
-            raise ValueError("cond given, but this mixture has no component labels")
+            raise PixdiffError("cond given, but this mixture has no component labels")
         c = torch.as_tensor(cond, dtype=torch.long).flatten().cpu()
         c = c.expand(n) if c.numel() == 1 else c
         if c.numel() != n:
-            raise ValueError(f"cond has {c.numel()} labels for a batch of {n}")
+            raise PixdiffError(f"cond has {c.numel()} labels for a batch of {n}")
         mask = self.labels[None, :] == c[:, None]
         if not mask.any(1).all():
-            raise ValueError(f"cond holds a label with no component; labels present: {sorted(set(self.labels.tolist()))}")
+            raise PixdiffError(f"cond holds a label with no component; labels present: {sorted(set(self.labels.tolist()))}")
         return logw.masked_fill(~mask, -math.inf)
 
     def _parts(self, z: torch.Tensor, logsnr):
@@ -120,13 +122,13 @@ class GaussianMixture:
         n = z.shape[0]
         zf = z.reshape(n, -1).to(_F64).cpu()
         if zf.shape[1] != self.dim:
-            raise ValueError(f"z holds {zf.shape[1]} values per sample; this mixture has D = {self.dim}")
+            raise PixdiffError(f"z holds {zf.shape[1]} values per sample; this mixture has D = {self.dim}")
         lam = torch.as_tensor(logsnr, dtype=_F64).cpu().flatten()
         lam = lam.expand(n) if lam.numel() == 1 else lam
         if lam.numel() != n:
-            raise ValueError(f"logsnr has {lam.numel()} entries for a batch of {n}")
+            raise PixdiffError(f"logsnr has {lam.numel()} entries for a batch of {n}")
         if (lam == -math.inf).any():
-            raise ValueError("logsnr = -inf carries no information about x; use a finite logsnr")
+            raise PixdiffError("logsnr = -inf carries no information about x; use a finite logsnr")
         a, s = alpha_sigma(lam)  # [n]
         a, s2 = a[:, None, None], (s * s)[:, None, None]
         c = a * a * self._d[None] + s2  # eigenvalues of C_k: [n, K, D]
@@ -149,7 +151,7 @@ class GaussianMixture:
     def class_posterior(self, z: torch.Tensor, logsnr) -> torch.Tensor:
         """p(class | z_t) ([n, num_classes]): the exact noisy classifier of this mixture."""
         if self.labels is None:
-            raise ValueError("this mixture has no component labels")
+            raise PixdiffError("this mixture has no component labels")
         zf, a, c, r_eig = self._parts(z, logsnr)
         resp = self._log_resp_and_logpz(c, r_eig, None, zf.shape[0])[0].exp()
         onehot = torch.nn.functional.one_hot(self.labels, self.num_classes).to(_F64)
@@ -163,7 +165,7 @@ class GaussianMixture:
             n = z.shape[0]
             zf = z.reshape(n, -1).to(_F64).cpu()
             if zf.shape[1] != self.dim:
-                raise ValueError(f"z holds {zf.shape[1]} values per sample; this mixture has D = {self.dim}")
+                raise PixdiffError(f"z holds {zf.shape[1]} values per sample; this mixture has D = {self.dim}")
             x = self._denoise_shared(zf, lam[0], self._log_weights(cond, n))
             return x.reshape(z.shape).to(device=z.device, dtype=z.dtype)
         return self._denoise_general(z, logsnr, cond)

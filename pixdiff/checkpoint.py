@@ -16,6 +16,8 @@ newest is truncated or corrupt. Nothing is unpickled: loading a checkpoint runs 
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import hashlib
 import json
 import os
@@ -35,7 +37,7 @@ STATE = "state.json"
 FILES = ("model.safetensors", "ema.safetensors", "optim.safetensors")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PixdiffError):
     """A checkpoint is missing, truncated, corrupt, or does not fit the model."""
 
 

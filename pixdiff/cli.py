@@ -7,6 +7,8 @@ PIXDIFF_DEBUG=1 to see the traceback.
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import argparse
 import json
 import os
@@ -105,13 +107,13 @@ def config_from_args(args):
     for kv in args.net:
         key, sep, val = kv.partition("=")
         if not sep or not key:
-            raise ValueError(f"--net takes KEY=VALUE (got {kv!r})")
+            raise PixdiffError(f"--net takes KEY=VALUE (got {kv!r})")
         try:
             cfg.model.overrides[key] = json.loads(val)
         except json.JSONDecodeError:
             cfg.model.overrides[key] = val
     if args.steps is not None and args.images is not None:
-        raise ValueError("give --steps or --images, not both")
+        raise PixdiffError("give --steps or --images, not both")
     if args.steps is not None:
         cfg.run.images = args.steps * cfg.optim.batch
     if args.images is not None:
@@ -121,7 +123,7 @@ def config_from_args(args):
     if args.log_every is not None:
         cfg.run.log_every_images = args.log_every
     if cfg.run.images < 1:
-        raise ValueError("training length must be at least one image (--steps / --images)")
+        raise PixdiffError("training length must be at least one image (--steps / --images)")
     # re-validate after edits
     return TrainConfig.from_dict(cfg.to_dict())
 

@@ -8,6 +8,8 @@ trained on a discrete chain and uses IDDPM's discretised decoder instead.
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import argparse
 import json
 import math
@@ -30,14 +32,14 @@ def checkpoint_nll(path, data: str | None = None, split: str = "test", n: int = 
     from pixdiff.config import TrainConfig
 
     if method not in METHODS:
-        raise ValueError(f"--method must be one of {', '.join(METHODS)} (got {method!r})")
+        raise PixdiffError(f"--method must be one of {', '.join(METHODS)} (got {method!r})")
     if n < 2:
-        raise ValueError("--n must be at least 2 for a confidence interval")
+        raise PixdiffError("--n must be at least 2 for a confidence interval")
     den, ck = load_denoiser(path, weights)
     cfg = TrainConfig.from_dict(ck.state["config"])
     ds = data_mod.load(data or cfg.data.name, cfg.data.resolution, cfg.data.channels, split=split)
     if len(ds.shape) != 3 or ds.shape != (cfg.data.channels, cfg.data.resolution, cfg.data.resolution):
-        raise ValueError(f"data of shape {ds.shape} does not fit the model's {cfg.data.channels}×"
+        raise PixdiffError(f"data of shape {ds.shape} does not fit the model's {cfg.data.channels}×"
                          f"{cfg.data.resolution}×{cfg.data.resolution} images")
     n = min(n, len(ds))
     x = data_mod.from_uint8(data_mod.to_uint8(ds.images[:n]))  # the 8-bit images

@@ -8,6 +8,8 @@ says which.
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import argparse
 import json
 import sys
@@ -29,7 +31,7 @@ def load_denoiser(path: str | Path, weights: str = "ema", device: str | torch.de
     from pixdiff.train import build_denoiser
 
     if weights not in ("ema", "raw"):
-        raise ValueError(f"weights must be 'ema' or 'raw' (got {weights!r})")
+        raise PixdiffError(f"weights must be 'ema' or 'raw' (got {weights!r})")
     ck = ckpt_io.load(path)
     cfg = TrainConfig.from_dict(ck.state["config"])
     meta = ck.state["meta"]
@@ -48,12 +50,12 @@ def load_denoiser(path: str | Path, weights: str = "ema", device: str | torch.de
 def _classes_for(n: int, classes: list[int] | None, num_classes: int) -> torch.Tensor | None:
     if num_classes == 0:
         if classes:
-            raise ValueError("this model is unconditional; drop --classes")
+            raise PixdiffError("this model is unconditional; drop --classes")
         return None
     cl = classes if classes else list(range(num_classes))
     bad = [c for c in cl if not 0 <= c < num_classes]
     if bad:
-        raise ValueError(f"class(es) {bad} out of range: the model has classes 0..{num_classes - 1}")
+        raise PixdiffError(f"class(es) {bad} out of range: the model has classes 0..{num_classes - 1}")
     return torch.tensor([cl[i % len(cl)] for i in range(n)])
 
 
@@ -78,7 +80,7 @@ def sample_checkpoint(path, n: int = 100, sampler: str | None = "heun", steps: i
     labels = _classes_for(n, classes, den.num_classes)
     model = den
     if classifier is not None and guide_ckpt is not None:
-        raise ValueError("choose one of --classifier and --guide-ckpt")
+        raise PixdiffError("choose one of --classifier and --guide-ckpt")
     if classifier is not None:
         from pixdiff.train_classifier import load_classifier
 
@@ -92,7 +94,7 @@ def sample_checkpoint(path, n: int = 100, sampler: str | None = "heun", steps: i
     elif guidance and labels is not None:
         model = guidance_mod.classifier_free(den, guidance, interval=guidance_interval)
     elif guidance:
-        raise ValueError("--guidance needs a class-conditional model (or --classifier / --guide-ckpt)")
+        raise PixdiffError("--guidance needs a class-conditional model (or --classifier / --guide-ckpt)")
     shape = tuple(ck.state["meta"].get("data_shape") or (cfg.data.channels, cfg.data.resolution, cfg.data.resolution))
     out = []
     from tqdm import tqdm
@@ -155,15 +157,15 @@ def parse_interval(s: str | None):
     try:
         lo, hi = (float(v) for v in s.split(","))
     except ValueError:
-        raise ValueError(f"--guidance-interval must be LO,HI (two numbers), got {s!r}") from None
+        raise PixdiffError(f"--guidance-interval must be LO,HI (two numbers), got {s!r}") from None
     return (lo, hi)
 
 
 def run(args) -> int:
     if args.out.suffix.lower() not in (".png", ".npz"):
-        raise ValueError(f"--out must end in .png or .npz (got {args.out})")
+        raise PixdiffError(f"--out must end in .png or .npz (got {args.out})")
     if args.n < 1:
-        raise ValueError("--n must be at least 1")
+        raise PixdiffError("--n must be at least 1")
     classes = [int(c) for c in args.classes.split(",")] if args.classes else None
     weights = "raw" if args.raw else "ema"
     imgs, labels = sample_checkpoint(args.ckpt, args.n, args.sampler, args.steps, args.guidance, args.seed, classes,

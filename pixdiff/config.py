@@ -7,6 +7,8 @@ compares the saved config with the new one field by field.
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
@@ -27,7 +29,7 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.parameterization not in ("eps", "x", "v", "edm"):
-            raise ValueError(f"parameterization must be eps, x, v or edm (got {self.parameterization!r})")
+            raise PixdiffError(f"parameterization must be eps, x, v or edm (got {self.parameterization!r})")
 
 
 @dataclass
@@ -41,9 +43,9 @@ class DataConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.p_uncond < 1.0:
-            raise ValueError(f"p_uncond must lie in [0, 1) (got {self.p_uncond})")
+            raise PixdiffError(f"p_uncond must lie in [0, 1) (got {self.p_uncond})")
         if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3 (got {self.channels})")
+            raise PixdiffError(f"channels must be 1 or 3 (got {self.channels})")
 
 
 @dataclass
@@ -63,11 +65,11 @@ class OptimConfig:
     def __post_init__(self):
         self.betas = tuple(self.betas)
         if self.lr <= 0 or self.batch < 1 or self.micro_batch < 0:
-            raise ValueError("lr must be positive, batch >= 1 and micro_batch >= 0")
+            raise PixdiffError("lr must be positive, batch >= 1 and micro_batch >= 0")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1) (got {self.ema_decay})")
+            raise PixdiffError(f"ema_decay must lie in [0, 1) (got {self.ema_decay})")
         if self.decay not in ("constant", "cosine"):
-            raise ValueError(f"decay must be constant or cosine (got {self.decay!r})")
+            raise PixdiffError(f"decay must be constant or cosine (got {self.decay!r})")
 
 
 @dataclass
@@ -102,14 +104,14 @@ class TrainConfig:
         parts = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "run": RunConfig}
         unknown = set(d) - set(parts) - {"loss"}
         if unknown:
-            raise ValueError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+            raise PixdiffError(f"unknown config section(s): {', '.join(sorted(unknown))}")
         kw = {}
         for name, kls in parts.items():
             sub = dict(d.get(name, {}))
             names = {f.name for f in dataclasses.fields(kls)}
             bad = set(sub) - names
             if bad:
-                raise ValueError(f"unknown field(s) in [{name}]: {', '.join(sorted(bad))}; valid: {', '.join(sorted(names))}")
+                raise PixdiffError(f"unknown field(s) in [{name}]: {', '.join(sorted(bad))}; valid: {', '.join(sorted(names))}")
             kw[name] = kls(**sub)
         return cls(loss=dict(d.get("loss", {})), **kw)
 
@@ -117,11 +119,11 @@ class TrainConfig:
     def load(cls, path: str | Path) -> "TrainConfig":
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"config file {p} does not exist")
+            raise PixdiffError(f"config file {p} does not exist")
         try:
             return cls.from_dict(json.loads(p.read_text()))
         except json.JSONDecodeError as e:
-            raise ValueError(f"config file {p} is not valid JSON: {e}") from None
+            raise PixdiffError(f"config file {p} is not valid JSON: {e}") from None
 
 
 # Fields that may change when resuming: they do not change what a step computes.

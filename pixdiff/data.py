@@ -15,6 +15,8 @@ global order.
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import functools
 import math
 import warnings
@@ -56,9 +58,9 @@ class ImageDataset:
 
     def __post_init__(self):
         if self.images.dim() not in (2, 4):
-            raise ValueError(f"images must be [N, C, H, W] (or [N, D] for toy data), got {tuple(self.images.shape)}")
+            raise PixdiffError(f"images must be [N, C, H, W] (or [N, D] for toy data), got {tuple(self.images.shape)}")
         if self.labels is not None and self.labels.shape[0] != self.images.shape[0]:
-            raise ValueError("labels and images differ in count")
+            raise PixdiffError("labels and images differ in count")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -78,7 +80,7 @@ def load_digits(resolution: int = 16, split: str = "train") -> ImageDataset:
     from sklearn.model_selection import train_test_split
 
     if resolution not in (8, 16, 32):
-        raise ValueError(f"digits come at resolution 8, 16 or 32 (got {resolution})")
+        raise PixdiffError(f"digits come at resolution 8, 16 or 32 (got {resolution})")
     d = _sk_digits()
     x = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]  # [N, 1, 8, 8] in [0, 1]
     if resolution != 8:
@@ -89,7 +91,7 @@ def load_digits(resolution: int = 16, split: str = "train") -> ImageDataset:
     tr, te = train_test_split(idx, test_size=0.2, random_state=0, stratify=d.target)
     pick = {"train": np.sort(tr), "test": np.sort(te), "all": idx}
     if split not in pick:
-        raise ValueError(f"split must be train, test or all (got {split!r})")
+        raise PixdiffError(f"split must be train, test or all (got {split!r})")
     i = torch.from_numpy(pick[split])
     return ImageDataset(x[i].contiguous(), y[i], [str(c) for c in range(10)], f"digits{resolution}-{split}")
 
@@ -114,13 +116,13 @@ def load_image_folder(root: str | Path, resolution: int, channels: int = 3) -> I
     """Images under ``root``: class = sub-folder, or unconditional if the files sit in ``root``."""
     root = Path(root)
     if not root.exists():
-        raise FileNotFoundError(f"image folder {root} does not exist")
+        raise PixdiffError(f"image folder {root} does not exist")
     if not root.is_dir():
-        raise ValueError(f"{root} is not a folder; pass a folder of images (class = sub-folder)")
+        raise PixdiffError(f"{root} is not a folder; pass a folder of images (class = sub-folder)")
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+        raise PixdiffError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
     if resolution < 1:
-        raise ValueError(f"resolution must be positive (got {resolution})")
+        raise PixdiffError(f"resolution must be positive (got {resolution})")
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     groups = [(d.name, d) for d in subdirs] if subdirs else [("", root)]
     images, labels, names, bad = [], [], [], []
@@ -136,7 +138,7 @@ def load_image_folder(root: str | Path, resolution: int, channels: int = 3) -> I
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s): {', '.join(bad[:10])}" + (" ..." if len(bad) > 10 else ""))
     if not images:
-        raise ValueError(f"no readable images in {root} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise PixdiffError(f"no readable images in {root} (looked for {', '.join(IMAGE_SUFFIXES)})")
     y = torch.tensor(labels) if subdirs else None
     return ImageDataset(torch.stack(images), y, names if subdirs else [], f"folder:{root.name}")
 
@@ -161,7 +163,7 @@ def load_toy(name: str, n: int = 8192, seed: int = 0) -> ImageDataset:
 
         x, k = GaussianMixture.toy_2d().sample(n, g, return_components=True)
         return ImageDataset(x.float(), k, ["0", "1", "2"], "mixture")
-    raise ValueError(f"unknown toy data {name!r}; choose from {', '.join(TOYS)}")
+    raise PixdiffError(f"unknown toy data {name!r}; choose from {', '.join(TOYS)}")
 
 
 def load(spec: str, resolution: int = 16, channels: int = 3, split: str = "train") -> ImageDataset:
@@ -198,7 +200,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 def from_uint8(a: np.ndarray) -> torch.Tensor:
     """uint8 [N, H, W, C] → float32 [N, C, H, W] in [−1, 1]."""
     if a.dtype != np.uint8 or a.ndim != 4:
-        raise ValueError(f"images must be uint8 [N, H, W, C] (got {a.dtype} {a.shape})")
+        raise PixdiffError(f"images must be uint8 [N, H, W, C] (got {a.dtype} {a.shape})")
     return torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 

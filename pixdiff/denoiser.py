@@ -18,6 +18,8 @@ log Σ = f log β_t + (1 − f) log β̃_t (IDDPM's code convention for the pape
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,9 +55,9 @@ class Denoiser(nn.Module):
                  learn_sigma: bool = False):
         super().__init__()
         if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"unknown parameterization {parameterization!r}; choose from {', '.join(PARAMETERIZATIONS)}")
+            raise PixdiffError(f"unknown parameterization {parameterization!r}; choose from {', '.join(PARAMETERIZATIONS)}")
         if sigma_data <= 0:
-            raise ValueError(f"sigma_data must be positive (got {sigma_data})")
+            raise PixdiffError(f"sigma_data must be positive (got {sigma_data})")
         self.net = net
         self.parameterization = parameterization
         self.sigma_data = float(sigma_data)
@@ -87,10 +89,10 @@ class Denoiser(nn.Module):
         c = z.shape[1]
         if self.learn_sigma:
             if out.shape[1] != 2 * c:
-                raise ValueError(f"learn_sigma needs a backbone with {2 * c} output channels (got {out.shape[1]})")
+                raise PixdiffError(f"learn_sigma needs a backbone with {2 * c} output channels (got {out.shape[1]})")
             return out[:, :c], (out[:, c:].to(z.dtype) + 1.0) / 2.0
         if out.shape[1] != c:
-            raise ValueError(f"backbone returned {out.shape[1]} channels for a {c}-channel input")
+            raise PixdiffError(f"backbone returned {out.shape[1]} channels for a {c}-channel input")
         return out, None
 
     def forward(self, z: torch.Tensor, logsnr: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

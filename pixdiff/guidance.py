@@ -29,6 +29,8 @@ Label dropout (p_uncond, seed 001 Algorithm 1) is a training-time matter and liv
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import math
 import numbers
 from typing import Callable, Literal
@@ -82,17 +84,17 @@ def _nfe(denoiser) -> int:
 
 def _check_callable(f, name: str) -> None:
     if not callable(f):
-        raise ValueError(f"{name} must be callable as {name}(z, logsnr, cond=None); got {type(f).__name__}")
+        raise PixdiffError(f"{name} must be callable as {name}(z, logsnr, cond=None); got {type(f).__name__}")
 
 
 def _check_weight(w, name: str, minimum: float | None) -> float:
     if isinstance(w, bool) or not (isinstance(w, numbers.Real) or (torch.is_tensor(w) and w.numel() == 1)):
-        raise ValueError(f"{name} must be a real number (got {w!r})")
+        raise PixdiffError(f"{name} must be a real number (got {w!r})")
     w = float(w)
     if not math.isfinite(w):
-        raise ValueError(f"{name} must be finite (got {w})")
+        raise PixdiffError(f"{name} must be finite (got {w})")
     if minimum is not None and w < minimum:
-        raise ValueError(f"{name} must be >= {minimum} (got {w})")
+        raise PixdiffError(f"{name} must be >= {minimum} (got {w})")
     return w
 
 
@@ -102,9 +104,9 @@ def _check_interval(interval) -> Interval | None:
     try:
         lo, hi = (float(v) for v in interval)
     except (TypeError, ValueError):
-        raise ValueError(f"interval must be None or a pair (logsnr_lo, logsnr_hi) (got {interval!r})") from None
+        raise PixdiffError(f"interval must be None or a pair (logsnr_lo, logsnr_hi) (got {interval!r})") from None
     if math.isnan(lo) or math.isnan(hi) or not lo < hi:
-        raise ValueError(f"interval needs logsnr_lo < logsnr_hi (got ({lo}, {hi})); use ±inf for an open end")
+        raise PixdiffError(f"interval needs logsnr_lo < logsnr_hi (got ({lo}, {hi})); use ±inf for an open end")
     return lo, hi
 
 
@@ -116,7 +118,7 @@ def _per_sample(logsnr, z: torch.Tensor) -> torch.Tensor:
     if lam.dim() == 0 or lam.numel() == 1:
         return lam.reshape(()).expand(z.shape[0])
     if lam.shape != (z.shape[0],):
-        raise ValueError(f"logsnr must be a scalar or have shape [{z.shape[0]}] (got {tuple(lam.shape)})")
+        raise PixdiffError(f"logsnr must be a scalar or have shape [{z.shape[0]}] (got {tuple(lam.shape)})")
     return lam
 
 
@@ -126,12 +128,12 @@ def _labels(cond, batch: int, device) -> torch.Tensor | None:
         return None
     c = torch.as_tensor(cond, device=device)
     if c.is_floating_point() or c.dtype == torch.bool:
-        raise ValueError(f"cond must hold integer class labels (got dtype {c.dtype})")
+        raise PixdiffError(f"cond must hold integer class labels (got dtype {c.dtype})")
     c = c.long()
     if c.dim() == 0:
         return c.expand(batch)
     if c.shape != (batch,):
-        raise ValueError(f"cond must be an int or have shape [{batch}] (got {tuple(c.shape)})")
+        raise PixdiffError(f"cond must be an int or have shape [{batch}] (got {tuple(c.shape)})")
     return c
 
 
@@ -174,7 +176,7 @@ class ClassifierFreeGuidance:
         self.interval = _check_interval(interval)
         null = getattr(denoiser, "null_label", None)
         if null is not None and (isinstance(null, bool) or not isinstance(null, int)):
-            raise ValueError(f"denoiser.null_label must be an int label (got {null!r})")
+            raise PixdiffError(f"denoiser.null_label must be an int label (got {null!r})")
         self.null_label = null
         self.nfe_per_call = (1 if self.w == 0.0 else 2) * _nfe(denoiser)
 
@@ -232,15 +234,15 @@ def classifier_gradient(classifier: Callable, z: torch.Tensor, logsnr, cond) -> 
     _check_callable(classifier, "classifier")
     y = _labels(cond, z.shape[0], z.device)
     if y is None:
-        raise ValueError("classifier guidance needs class labels (cond); got None")
+        raise PixdiffError("classifier guidance needs class labels (cond); got None")
     lam = _per_sample(logsnr, z)
     with torch.inference_mode(False), torch.enable_grad():
         z_in = z.detach().clone().requires_grad_(True)
         logits = classifier(z_in, lam.clone())
         if logits.dim() != 2 or logits.shape[0] != z.shape[0]:
-            raise ValueError(f"classifier must return logits [B, C] = [{z.shape[0]}, C] (got {tuple(logits.shape)})")
+            raise PixdiffError(f"classifier must return logits [B, C] = [{z.shape[0]}, C] (got {tuple(logits.shape)})")
         if bool((y < 0).any()) or bool((y >= logits.shape[1]).any()):
-            raise ValueError(f"labels must lie in [0, {logits.shape[1] - 1}] for a {logits.shape[1]}-class classifier")
+            raise PixdiffError(f"labels must lie in [0, {logits.shape[1] - 1}] for a {logits.shape[1]}-class classifier")
         log_p = torch.log_softmax(logits, dim=1).gather(1, y[:, None]).sum()
         (grad,) = torch.autograd.grad(log_p, z_in)
     return grad.detach().to(z.dtype)
@@ -305,12 +307,12 @@ def classifier_mean_shift(mean: torch.Tensor, variance, grad: torch.Tensor, scal
     in the step size (α_s ≈ α_t, σ_s ≈ σ_t): Algorithm 1 is the small-step approximation."""
     scale = _check_weight(scale, "classifier guidance scale", None)
     if grad.shape != mean.shape:
-        raise ValueError(f"grad must have the shape of mean {tuple(mean.shape)} (got {tuple(grad.shape)})")
+        raise PixdiffError(f"grad must have the shape of mean {tuple(mean.shape)} (got {tuple(grad.shape)})")
     var = torch.as_tensor(variance, device=mean.device)
     if var.dim() == 1 and mean.dim() > 1 and var.shape[0] == mean.shape[0] and var.shape != mean.shape:
         var = _pad(var, mean)
     elif var.dim() > 0 and var.shape != mean.shape:
-        raise ValueError(f"variance must be a scalar, [B] or shaped like mean (got {tuple(var.shape)})")
+        raise PixdiffError(f"variance must be a scalar, [B] or shaped like mean (got {tuple(var.shape)})")
     return mean + scale * var.to(mean.dtype) * grad.to(mean.dtype)
 
 
@@ -337,7 +339,7 @@ class AutoGuidance:
         _check_callable(good, "good")
         _check_callable(weak, "weak")
         if convention not in ("edm2", "cfg"):
-            raise ValueError(f"unknown autoguidance convention {convention!r}; choose 'edm2' or 'cfg'")
+            raise PixdiffError(f"unknown autoguidance convention {convention!r}; choose 'edm2' or 'cfg'")
         w = _check_weight(w, "autoguidance weight w", None)
         self.good, self.weak, self.convention = good, weak, convention
         self.w = w + 1.0 if convention == "cfg" else w  # the lerp weight, EDM2 convention

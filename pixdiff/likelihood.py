@@ -21,6 +21,8 @@ Each function returns per-example bits/dim so the caller can form a confidence i
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -70,7 +72,7 @@ def vlb_bpd(denoiser, x: torch.Tensor, schedule: DiscreteSchedule, generator: to
     One z_k ~ q(z_k | x) per step; the learned variance is used when the denoiser has one, else
     ``fixed_variance``. ``decoder='gaussian'`` is the continuous decoder for data with a density."""
     if not isinstance(schedule, DiscreteSchedule):
-        raise ValueError("vlb_bpd sums over a discrete chain; pass a DiscreteSchedule (e.g. schedules.get('linear_discrete'))")
+        raise PixdiffError("vlb_bpd sums over a discrete chain; pass a DiscreteSchedule (e.g. schedules.get('linear_discrete'))")
     check_images(x, check_range=decoder == "discretized")
     B, D, K = x.shape[0], _dims(x), len(schedule)
     terms = torch.zeros(B, K, dtype=_F64, device=x.device)
@@ -92,7 +94,7 @@ def dequantize_uniform(x: torch.Tensor, generator: torch.Generator | None = None
     check_images(x)
     k = (x.to(_F64) + 1.0) * 127.5
     if (k - k.round()).abs().max() > 1e-3:
-        raise ValueError("dequantize='uniform' needs 8-bit data (x = k/127.5 − 1 for integers k); "
+        raise PixdiffError("dequantize='uniform' needs 8-bit data (x = k/127.5 − 1 for integers k); "
                          "use dequantize='none' for continuous data")
     u = torch.rand(x.shape, generator=generator, dtype=_F64).to(x.device)
     return 2.0 * (k.round() + u) / 256.0 - 1.0
@@ -104,7 +106,7 @@ def _prepare(x, dequantize, generator):
     if dequantize == "none":
         check_images(x, check_range=False)
         return x.to(_F64), 0.0
-    raise ValueError(f"dequantize must be 'none' or 'uniform' (got {dequantize!r})")
+    raise PixdiffError(f"dequantize must be 'none' or 'uniform' (got {dequantize!r})")
 
 
 def elbo_bpd(denoiser, x: torch.Tensor, generator: torch.Generator | None = None, cond=None,
@@ -119,7 +121,7 @@ def elbo_bpd(denoiser, x: torch.Tensor, generator: torch.Generator | None = None
     in λ), ``num_t`` stratified draws per example. The endpoint gaps vanish as λ_max → ∞,
     λ_min → −∞: at ±15 they are O(e^{−15}) relative to the data variance."""
     if not logsnr_min < logsnr_max:
-        raise ValueError(f"need logsnr_min < logsnr_max (got {logsnr_min}, {logsnr_max})")
+        raise PixdiffError(f"need logsnr_min < logsnr_max (got {logsnr_min}, {logsnr_max})")
     xt, log_volume = _prepare(x, dequantize, generator)
     B, D = x.shape[0], _dims(x)
     config = LossConfig(weighting="elbo", schedule="ve", reduction="sum", t_sampling="stratified",
@@ -159,13 +161,13 @@ def ode_nll(denoiser, x: torch.Tensor, generator: torch.Generator | None = None,
     from scipy.integrate import solve_ivp
 
     if not logsnr_min < logsnr_max:
-        raise ValueError(f"need logsnr_min < logsnr_max (got {logsnr_min}, {logsnr_max})")
+        raise PixdiffError(f"need logsnr_min < logsnr_max (got {logsnr_min}, {logsnr_max})")
     xt, log_volume = _prepare(x, dequantize, generator)
     B, D, shape = x.shape[0], _dims(x), x.shape
     if trace == "auto":
         trace = "exact" if D <= 64 else "hutchinson"
     if trace not in ("exact", "hutchinson"):
-        raise ValueError(f"trace must be 'auto', 'exact' or 'hutchinson' (got {trace!r})")
+        raise PixdiffError(f"trace must be 'auto', 'exact' or 'hutchinson' (got {trace!r})")
     probe = None
     if trace == "hutchinson":
         probe = (torch.randint(0, 2, xt.shape, generator=generator, dtype=_F64) * 2 - 1).to(x.device)
@@ -194,7 +196,7 @@ def ode_nll(denoiser, x: torch.Tensor, generator: torch.Generator | None = None,
     y0 = torch.cat([(a_max * xt).flatten().cpu(), torch.zeros(B, dtype=_F64)]).numpy()
     sol = solve_ivp(rhs, (-logsnr_max, -logsnr_min), y0, method="RK45", rtol=rtol, atol=atol)
     if not sol.success:
-        raise ValueError(f"the probability-flow ODE solver failed ({sol.message}); loosen rtol/atol or check the denoiser")
+        raise PixdiffError(f"the probability-flow ODE solver failed ({sol.message}); loosen rtol/atol or check the denoiser")
     end = torch.from_numpy(sol.y[:, -1])
     z1, integral = end[: B * D].reshape(B, D), end[B * D:]
     log_prior = -0.5 * (z1**2).sum(1) - 0.5 * D * math.log(2.0 * math.pi)
@@ -209,6 +211,6 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
 
     v = torch.as_tensor(values, dtype=_F64).flatten()
     if v.numel() < 2 or not torch.isfinite(v).all():
-        raise ValueError("mean_ci needs at least 2 finite values; evaluate more examples")
+        raise PixdiffError("mean_ci needs at least 2 finite values; evaluate more examples")
     half = stats.t.ppf(0.5 + level / 2.0, v.numel() - 1) * v.std().item() / math.sqrt(v.numel())
     return v.mean().item(), float(half)

@@ -17,6 +17,8 @@ scale every learning rate in the seeds was tuned for); ``'sum'`` gives nats per 
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -64,34 +66,34 @@ class LossConfig:
 
     def __post_init__(self):
         if self.weighting not in (*WEIGHTINGS, "vlb"):
-            raise ValueError(f"unknown weighting {self.weighting!r}; choose from {', '.join((*WEIGHTINGS, 'vlb'))}")
+            raise PixdiffError(f"unknown weighting {self.weighting!r}; choose from {', '.join((*WEIGHTINGS, 'vlb'))}")
         if self.t_sampling not in ("uniform", "stratified", "low_discrepancy", "importance"):
-            raise ValueError(f"unknown t_sampling {self.t_sampling!r}; choose uniform, stratified, "
+            raise PixdiffError(f"unknown t_sampling {self.t_sampling!r}; choose uniform, stratified, "
                              "low_discrepancy or importance")
         if self.reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction must be 'mean' or 'sum' (got {self.reduction!r})")
+            raise PixdiffError(f"reduction must be 'mean' or 'sum' (got {self.reduction!r})")
         if not (isinstance(self.haar_levels, int) and self.haar_levels >= 0):
-            raise ValueError(f"haar_levels must be a non-negative integer (got {self.haar_levels!r})")
+            raise PixdiffError(f"haar_levels must be a non-negative integer (got {self.haar_levels!r})")
         if self.haar_levels and self.weighting != "sigmoid":
-            raise ValueError("the power loss (haar_levels > 0) is defined for weighting='sigmoid' (seed 004 A.1)")
+            raise PixdiffError("the power loss (haar_levels > 0) is defined for weighting='sigmoid' (seed 004 A.1)")
         if self.bias_warmup_steps < 0 or (self.bias_warmup_steps > 0) != (self.bias_start is not None):
-            raise ValueError("a time-shifted bias needs both bias_start and bias_warmup_steps > 0 (seed 004 B.1)")
+            raise PixdiffError("a time-shifted bias needs both bias_start and bias_warmup_steps > 0 (seed 004 B.1)")
         if self.bias_start is not None and self.bias is None:
-            raise ValueError("a time-shifted bias needs the end value `bias` too (seed 004 B.1 uses −3)")
+            raise PixdiffError("a time-shifted bias needs the end value `bias` too (seed 004 B.1 uses −3)")
         if self.sigma_data <= 0 or self.p_std <= 0:
-            raise ValueError("sigma_data and p_std must be positive")
+            raise PixdiffError("sigma_data and p_std must be positive")
         if self.vlb_weight < 0:
-            raise ValueError(f"vlb_weight must be non-negative (got {self.vlb_weight}); IDDPM uses 0.001")
+            raise PixdiffError(f"vlb_weight must be non-negative (got {self.vlb_weight}); IDDPM uses 0.001")
         if self.fixed_variance not in ("small", "large"):
-            raise ValueError(f"fixed_variance must be 'small' or 'large' (got {self.fixed_variance!r})")
+            raise PixdiffError(f"fixed_variance must be 'small' or 'large' (got {self.fixed_variance!r})")
         discrete = isinstance(self.build_schedule(), schedules.DiscreteSchedule)
         if (self.weighting == "vlb" or self.vlb_weight > 0) and not discrete:
-            raise ValueError("L_vlb is a sum over a discrete chain: set schedule='linear_discrete' or "
+            raise PixdiffError("L_vlb is a sum over a discrete chain: set schedule='linear_discrete' or "
                              "'iddpm_cosine_discrete'")
         if self.weighting == "vlb" and self.vlb_weight > 0:
-            raise ValueError("weighting='vlb' is already the full L_vlb; leave vlb_weight at 0")
+            raise PixdiffError("weighting='vlb' is already the full L_vlb; leave vlb_weight at 0")
         if self.t_sampling == "importance" and self.weighting != "vlb":
-            raise ValueError("importance sampling of t is for weighting='vlb' (seed 000: it does not help L_hybrid)")
+            raise PixdiffError("importance sampling of t is for weighting='vlb' (seed 000: it does not help L_hybrid)")
 
     def build_schedule(self) -> schedules.Schedule:
         # Cached per (name, options): loss_fn asks every step, and a 1000-step table is not free.
@@ -125,13 +127,13 @@ def make_sampler(config: LossConfig) -> vlb.ImportanceSampler | None:
 def check_images(x: torch.Tensor, check_range: bool = True) -> None:
     """One-line ValueErrors for the batches a user can get wrong (one host sync for all checks)."""
     if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() < 2:
-        raise ValueError(f"x must be a float tensor [B, ...] (got {type(x).__name__} "
+        raise PixdiffError(f"x must be a float tensor [B, ...] (got {type(x).__name__} "
                          f"{tuple(getattr(x, 'shape', ()))}); convert images with x = img / 127.5 - 1")
     finite, lo, hi = torch.stack([torch.isfinite(x).all().to(x.dtype), x.min(), x.max()]).tolist()
     if not finite:
-        raise ValueError("x contains NaN or inf; check the data pipeline (a corrupt image or a bad transform)")
+        raise PixdiffError("x contains NaN or inf; check the data pipeline (a corrupt image or a bad transform)")
     if check_range and (lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4):
-        raise ValueError(f"x must lie in [-1, 1] (found min {lo:.3g}, max {hi:.3g}); "
+        raise PixdiffError(f"x must lie in [-1, 1] (found min {lo:.3g}, max {hi:.3g}); "
                          "scale 8-bit images with x = img / 127.5 - 1")
 
 
@@ -139,7 +141,7 @@ def predict(denoiser, z: torch.Tensor, logsnr: torch.Tensor, cond=None) -> Denoi
     """x̂ (and the IDDPM variance fraction, if learned) from a Denoiser or any ``f(z, logsnr, cond)``."""
     out = denoiser.predict(z, logsnr, cond) if hasattr(denoiser, "predict") else DenoiserOutput(denoiser(z, logsnr, cond))
     if out.x_hat.shape != z.shape:
-        raise ValueError(f"the denoiser returned shape {tuple(out.x_hat.shape)} for input {tuple(z.shape)}; "
+        raise PixdiffError(f"the denoiser returned shape {tuple(out.x_hat.shape)} for input {tuple(z.shape)}; "
                          "it must return x̂ with the shape of z")
     return out
 
@@ -164,7 +166,7 @@ def sample_t(batch_size: int, generator: torch.Generator | None, kind: str = "st
     elif kind == "low_discrepancy":
         t = torch.remainder(u[:1] + i / batch_size, 1.0)
     else:
-        raise ValueError(f"unknown t sampling {kind!r}; choose uniform, stratified or low_discrepancy")
+        raise PixdiffError(f"unknown t sampling {kind!r}; choose uniform, stratified or low_discrepancy")
     return t.clamp(_T_EPS, 1.0 - _T_EPS).to(device)
 
 
@@ -201,7 +203,7 @@ def _timesteps(config, schedule, batch_size, generator, sampler, t):
     if t is not None:
         t = torch.as_tensor(t, dtype=torch.float64).cpu().flatten()
         if t.numel() != batch_size:
-            raise ValueError(f"t has {t.numel()} entries for a batch of {batch_size}")
+            raise PixdiffError(f"t has {t.numel()} entries for a batch of {batch_size}")
         if not discrete:
             return t, None, None
         steps = torch.searchsorted(schedule.timesteps, torch.round(t * schedule.num_train_timesteps).long())
@@ -209,7 +211,7 @@ def _timesteps(config, schedule, batch_size, generator, sampler, t):
         return schedule.step_t()[steps - 1], steps, uniform
     if config.t_sampling == "importance":
         if sampler is None:
-            raise ValueError("t_sampling='importance' needs the ImportanceSampler from make_sampler(config)")
+            raise PixdiffError("t_sampling='importance' needs the ImportanceSampler from make_sampler(config)")
         steps, p = sampler.sample(batch_size, generator)
         return schedule.step_t()[steps - 1], steps, p
     t = sample_t(batch_size, generator, config.t_sampling)
@@ -233,9 +235,9 @@ def loss_fn(denoiser, x: torch.Tensor, cond, generator: torch.Generator | None, 
     check_images(x, check_range)
     B = x.shape[0]
     if cond is not None and (torch.as_tensor(cond).dim() == 0 or len(cond) != B):
-        raise ValueError(f"cond must hold one label per example ({B}); got shape {tuple(torch.as_tensor(cond).shape)}")
+        raise PixdiffError(f"cond must hold one label per example ({B}); got shape {tuple(torch.as_tensor(cond).shape)}")
     if noise is not None and noise.shape != x.shape:
-        raise ValueError(f"noise has shape {tuple(noise.shape)} but x has {tuple(x.shape)}")
+        raise PixdiffError(f"noise has shape {tuple(noise.shape)} but x has {tuple(x.shape)}")
     schedule = config.build_schedule()
     t, steps, p_t = _timesteps(config, schedule, B, generator, sampler, t)
     logsnr = schedule.logsnr(t) if steps is None else schedule.logsnr_table[steps - 1]  # [B] float64
@@ -249,7 +251,7 @@ def loss_fn(denoiser, x: torch.Tensor, cond, generator: torch.Generator | None, 
     weight, loss = torch.zeros_like(logsnr), torch.zeros(B, dtype=torch.float64, device=x.device)
     if config.weighting != "vlb":
         if out.var_interp is not None and config.vlb_weight == 0:
-            raise ValueError("the denoiser learns its variance but vlb_weight = 0, so the variance would never "
+            raise PixdiffError("the denoiser learns its variance but vlb_weight = 0, so the variance would never "
                              "train; set vlb_weight=0.001 (IDDPM's L_hybrid) or learn_sigma=False")
         bias = _bias(config, x, step) if config.weighting == "sigmoid" else 0.0
         opts = dict(bias=bias, sigma_data=config.sigma_data, p_mean=config.p_mean, p_std=config.p_std)
@@ -271,7 +273,7 @@ def loss_fn(denoiser, x: torch.Tensor, cond, generator: torch.Generator | None, 
 def _vlb_terms(config, schedule, x, z, out, steps, p_t) -> dict[str, torch.Tensor]:
     """L_t in bits and the estimate L_vlb = L_t / p_t (seed 000 "Reducing gradient noise")."""
     if config.weighting != "vlb" and out.var_interp is None:
-        raise ValueError("L_hybrid's L_vlb term only trains a learned variance: build the Denoiser with "
+        raise PixdiffError("L_hybrid's L_vlb term only trains a learned variance: build the Denoiser with "
                          "learn_sigma=True, or set vlb_weight=0")
     # L_hybrid: the L_vlb term sees a stop-gradient mean, so it shapes only Σ_θ (seed 000).
     x_hat = out.x_hat if config.weighting == "vlb" else out.x_hat.detach()
@@ -283,7 +285,7 @@ def _vlb_terms(config, schedule, x, z, out, steps, p_t) -> dict[str, torch.Tenso
 
 def _bias(config: LossConfig, x: torch.Tensor, step: int) -> float:
     if config.bias is None and x.dim() < 4:
-        raise ValueError("SiD2's per-resolution bias needs images [B, C, H, W]; set LossConfig.bias for other data")
+        raise PixdiffError("SiD2's per-resolution bias needs images [B, C, H, W]; set LossConfig.bias for other data")
     end = config.bias if config.bias is not None else sigmoid_bias(max(x.shape[-2:]))
     if config.bias_start is None:
         return float(end)

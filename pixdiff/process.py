@@ -12,6 +12,8 @@ level s = σ/α = exp(−λ/2); ``to_sigma_space`` / ``from_sigma_space`` conver
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 from typing import Literal
 
 import torch
@@ -46,7 +48,7 @@ _F64 = torch.float64
 def _lam(logsnr, like: torch.Tensor | None = None) -> torch.Tensor:
     lam = torch.as_tensor(logsnr, dtype=_F64, device=None if like is None else like.device)
     if torch.isnan(lam).any():
-        raise ValueError("logsnr contains NaN")
+        raise PixdiffError("logsnr contains NaN")
     return lam.to(_F64)
 
 
@@ -56,7 +58,7 @@ def _b(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if coef.dim() == 0:
         return coef.to(x.dtype)
     if coef.shape[0] != x.shape[0]:
-        raise ValueError(f"logsnr has {coef.shape[0]} entries but the batch has {x.shape[0]}")
+        raise PixdiffError(f"logsnr has {coef.shape[0]} entries but the batch has {x.shape[0]}")
     return coef.reshape(coef.shape[0], *([1] * (x.dim() - 1))).to(x.dtype)
 
 
@@ -85,7 +87,7 @@ def transition(logsnr_t, logsnr_s) -> tuple[torch.Tensor, torch.Tensor]:
     Returns (α_{t|s}, σ²_{t|s}) in float64."""
     lt, ls = _lam(logsnr_t), _lam(logsnr_s)
     if (lt > ls).any():
-        raise ValueError("transition q(z_t | z_s) needs logsnr_t <= logsnr_s (t later than s)")
+        raise PixdiffError("transition q(z_t | z_s) needs logsnr_t <= logsnr_s (t later than s)")
     at, st = alpha_sigma(lt)
     as_, _ = alpha_sigma(ls)
     return at / as_, st**2 * -torch.expm1(lt - ls)
@@ -106,7 +108,7 @@ def posterior_coefficients(logsnr_t, logsnr_s) -> tuple[torch.Tensor, torch.Tens
     On a discrete chain this is DDPM's μ̃ and β̃ = (1 − ᾱ_{t−1})/(1 − ᾱ_t) β_t."""
     lt, ls = _lam(logsnr_t), _lam(logsnr_s)
     if (lt > ls).any():
-        raise ValueError("posterior q(z_s | z_t, x) needs logsnr_s >= logsnr_t (s earlier than t)")
+        raise PixdiffError("posterior q(z_s | z_t, x) needs logsnr_s >= logsnr_t (s earlier than t)")
     at, _ = alpha_sigma(lt)
     as_, ss = alpha_sigma(ls)
     one_minus_r = -torch.expm1(lt - ls)
@@ -163,14 +165,14 @@ _FROM_X = {"x": lambda z, x, l: x, "eps": eps_from_x, "v": v_from_x, "score": sc
 def to_x(pred: torch.Tensor, kind: Prediction, z: torch.Tensor, logsnr) -> torch.Tensor:
     """x̂ from a prediction of ``kind`` ∈ {eps, x, v, score}."""
     if kind not in _TO_X:
-        raise ValueError(f"unknown prediction kind {kind!r}; choose from {', '.join(PREDICTIONS)}")
+        raise PixdiffError(f"unknown prediction kind {kind!r}; choose from {', '.join(PREDICTIONS)}")
     return _TO_X[kind](z, pred, logsnr)
 
 
 def from_x(x_hat: torch.Tensor, kind: Prediction, z: torch.Tensor, logsnr) -> torch.Tensor:
     """The prediction of ``kind`` that corresponds to x̂."""
     if kind not in _FROM_X:
-        raise ValueError(f"unknown prediction kind {kind!r}; choose from {', '.join(PREDICTIONS)}")
+        raise PixdiffError(f"unknown prediction kind {kind!r}; choose from {', '.join(PREDICTIONS)}")
     return _FROM_X[kind](z, x_hat, logsnr)
 
 
@@ -188,7 +190,7 @@ def from_sigma_space(x_sigma: torch.Tensor, s) -> tuple[torch.Tensor, torch.Tens
     """(z, λ) from an EDM state x + s ε: α = 1/sqrt(1 + s²), λ = −2 log s."""
     s = torch.as_tensor(s, dtype=_F64, device=x_sigma.device)
     if (s < 0).any() or torch.isnan(s).any():
-        raise ValueError("sigma must be a non-negative number")
+        raise PixdiffError("sigma must be a non-negative number")
     a = torch.rsqrt(1.0 + s * s)
     return x_sigma * _b(a, x_sigma), -2.0 * torch.log(s)
 
@@ -199,9 +201,9 @@ def edm_preconditioning(s, sigma_data: float = 0.5) -> tuple[torch.Tensor, ...]:
     c_noise = ln(s)/4. D(x_σ) = c_skip x_σ + c_out F(c_in x_σ, c_noise)."""
     s = torch.as_tensor(s, dtype=_F64)
     if (s < 0).any():
-        raise ValueError("sigma must be non-negative")
+        raise PixdiffError("sigma must be non-negative")
     if sigma_data <= 0:
-        raise ValueError(f"sigma_data must be positive (got {sigma_data})")
+        raise PixdiffError(f"sigma_data must be positive (got {sigma_data})")
     d2 = sigma_data**2
     norm = torch.sqrt(s * s + d2)
     return d2 / (s * s + d2), s * sigma_data / norm, 1.0 / norm, 0.25 * torch.log(s)

@@ -21,6 +21,8 @@ Public access: ``get(name, **options)`` and ``available()``.
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -56,7 +58,7 @@ _F64 = torch.float64
 def _as_f64(x, name: str) -> torch.Tensor:
     t = torch.as_tensor(x, dtype=_F64) if not torch.is_tensor(x) else x.to(_F64)
     if torch.isnan(t).any():
-        raise ValueError(f"{name} contains NaN")
+        raise PixdiffError(f"{name} contains NaN")
     return t
 
 
@@ -64,7 +66,7 @@ def _check_t(t) -> torch.Tensor:
     t = _as_f64(t, "t")
     if (t < 0).any() or (t > 1).any():
         bad = t[(t < 0) | (t > 1)].flatten()[0].item()
-        raise ValueError(f"t must lie in [0, 1] (got {bad}); schedules are defined on continuous time t ∈ [0, 1]")
+        raise PixdiffError(f"t must lie in [0, 1] (got {bad}); schedules are defined on continuous time t ∈ [0, 1]")
     return t
 
 
@@ -76,7 +78,7 @@ def logsnr_from_sigma(sigma) -> torch.Tensor:
     """λ = −2 log s for a sigma-space (VE / EDM) noise level s = σ/α (seed 003, EDM)."""
     s = _as_f64(sigma, "sigma")
     if (s < 0).any():
-        raise ValueError(f"sigma must be non-negative (got {s[s < 0].flatten()[0].item()})")
+        raise PixdiffError(f"sigma must be non-negative (got {s[s < 0].flatten()[0].item()})")
     return -2.0 * torch.log(s)
 
 
@@ -153,7 +155,7 @@ class CosineSchedule(Schedule):
 
     def __post_init__(self):
         if not self.logsnr_lo < self.logsnr_hi:
-            raise ValueError(f"logsnr_lo ({self.logsnr_lo}) must be below logsnr_hi ({self.logsnr_hi})")
+            raise PixdiffError(f"logsnr_lo ({self.logsnr_lo}) must be below logsnr_hi ({self.logsnr_hi})")
         self._a = math.atan(math.exp(-0.5 * self.logsnr_hi))
         self._b = math.atan(math.exp(-0.5 * self.logsnr_lo))
 
@@ -182,7 +184,7 @@ def ShiftedCosineSchedule(resolution: int = 64, base_resolution: int = 64, logsn
 
 def _check_res(r, name):
     if not (isinstance(r, (int, float)) and r > 0):
-        raise ValueError(f"{name} must be a positive number of pixels (got {r!r})")
+        raise PixdiffError(f"{name} must be a positive number of pixels (got {r!r})")
 
 
 @dataclass(repr=False)
@@ -202,7 +204,7 @@ class InterpolatedCosineSchedule(Schedule):
         for n in ("resolution", "low", "high"):
             _check_res(getattr(self, n), n)
         if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+            raise PixdiffError(f"low ({self.low}) must be below high ({self.high})")
         self._cos = CosineSchedule(self.logsnr_lo, self.logsnr_hi)
         self._shift_low = 2.0 * math.log(self.low / self.resolution)
         self._shift_high = 2.0 * math.log(self.high / self.resolution)
@@ -263,7 +265,7 @@ class VPSchedule(Schedule):
 
     def __post_init__(self):
         if not (0 < self.beta_min < self.beta_max):
-            raise ValueError(f"need 0 < beta_min < beta_max (got {self.beta_min}, {self.beta_max})")
+            raise PixdiffError(f"need 0 < beta_min < beta_max (got {self.beta_min}, {self.beta_max})")
 
     def _u(self, t):
         return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t * t
@@ -296,7 +298,7 @@ class VESchedule(Schedule):
 
     def __post_init__(self):
         if not (0 < self.sigma_min < self.sigma_max):
-            raise ValueError(f"need 0 < sigma_min < sigma_max (got {self.sigma_min}, {self.sigma_max})")
+            raise PixdiffError(f"need 0 < sigma_min < sigma_max (got {self.sigma_min}, {self.sigma_max})")
         self._l0 = math.log(self.sigma_min)
         self._dl = math.log(self.sigma_max / self.sigma_min)
 
@@ -322,9 +324,9 @@ class EDMSchedule(Schedule):
 
     def __post_init__(self):
         if not (0 < self.sigma_min < self.sigma_max):
-            raise ValueError(f"need 0 < sigma_min < sigma_max (got {self.sigma_min}, {self.sigma_max})")
+            raise PixdiffError(f"need 0 < sigma_min < sigma_max (got {self.sigma_min}, {self.sigma_max})")
         if self.rho <= 0:
-            raise ValueError(f"rho must be positive (got {self.rho})")
+            raise PixdiffError(f"rho must be positive (got {self.rho})")
         self._a = self.sigma_min ** (1.0 / self.rho)
         self._b = self.sigma_max ** (1.0 / self.rho)
 
@@ -349,7 +351,7 @@ class EDMLogNormalSchedule(Schedule):
 
     def __post_init__(self):
         if self.p_std <= 0:
-            raise ValueError(f"p_std must be positive (got {self.p_std})")
+            raise PixdiffError(f"p_std must be positive (got {self.p_std})")
 
     def _logsnr(self, t):
         return -2.0 * (self.p_mean + self.p_std * math.sqrt(2.0) * torch.erfinv(2.0 * t - 1.0))
@@ -384,7 +386,7 @@ def cosine_beta_table(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) 
 
 def _check_T(T):
     if not (isinstance(T, int) and T >= 2):
-        raise ValueError(f"the number of discrete steps T must be an integer >= 2 (got {T!r})")
+        raise PixdiffError(f"the number of discrete steps T must be an integer >= 2 (got {T!r})")
 
 
 class DiscreteSchedule(Schedule):
@@ -399,15 +401,15 @@ class DiscreteSchedule(Schedule):
     def __init__(self, alphas_cumprod, timesteps=None, num_train_timesteps: int | None = None):
         ab = _as_f64(alphas_cumprod, "alphas_cumprod").flatten()
         if ab.numel() < 2:
-            raise ValueError("a discrete schedule needs at least 2 steps")
+            raise PixdiffError("a discrete schedule needs at least 2 steps")
         if (ab <= 0).any() or (ab >= 1).any() or (ab[1:] >= ab[:-1]).any():
-            raise ValueError("alphas_cumprod must be strictly decreasing inside (0, 1)")
+            raise PixdiffError("alphas_cumprod must be strictly decreasing inside (0, 1)")
         self.alphas_cumprod = ab
         K = ab.numel()
         self.num_train_timesteps = int(num_train_timesteps or K)
         ts = torch.arange(1, K + 1) if timesteps is None else torch.as_tensor(timesteps).flatten().long()
         if ts.numel() != K or (ts[1:] <= ts[:-1]).any() or ts[0] < 1 or ts[-1] > self.num_train_timesteps:
-            raise ValueError("timesteps must be K increasing integers in [1, num_train_timesteps]")
+            raise PixdiffError("timesteps must be K increasing integers in [1, num_train_timesteps]")
         self.timesteps = ts
         prev = torch.cat([ab.new_ones(1), ab[:-1]])
         self.betas = 1.0 - ab / prev
@@ -424,7 +426,7 @@ class DiscreteSchedule(Schedule):
     def from_betas(cls, betas) -> "DiscreteSchedule":
         b = _as_f64(betas, "betas")
         if (b <= 0).any() or (b >= 1).any():
-            raise ValueError("betas must lie in (0, 1)")
+            raise PixdiffError("betas must lie in (0, 1)")
         return cls(torch.cumprod(1.0 - b, 0))
 
     @property
@@ -469,7 +471,7 @@ def respace(schedule: DiscreteSchedule, use_timesteps: Sequence[int]) -> Discret
     β_S = 1 − ᾱ_S / ᾱ_{S−1} (seed 000, IDDPM §"improving sampling speed")."""
     idx = torch.as_tensor(sorted(set(int(i) for i in use_timesteps)), dtype=torch.long)
     if idx.numel() < 2 or idx[0] < 1 or idx[-1] > len(schedule):
-        raise ValueError(f"use_timesteps must hold >= 2 distinct steps in [1, {len(schedule)}]")
+        raise PixdiffError(f"use_timesteps must hold >= 2 distinct steps in [1, {len(schedule)}]")
     return DiscreteSchedule(schedule.alphas_cumprod[idx - 1], schedule.timesteps[idx - 1], schedule.num_train_timesteps)
 
 
@@ -478,15 +480,15 @@ def ddim_timesteps(T: int, steps: int, kind: str = "uniform") -> list[int]:
     ``uniform`` τ_i = i·⌊T/steps⌋ + 1, ``quadratic`` τ_i = ⌊(i·sqrt(0.8 T)/(steps−1))²⌋ + 1."""
     _check_T(T)
     if not (isinstance(steps, int) and 1 <= steps <= T):
-        raise ValueError(f"steps must be an integer in [1, {T}] (got {steps!r})")
+        raise PixdiffError(f"steps must be an integer in [1, {T}] (got {steps!r})")
     if kind == "uniform":
         seq = np.arange(steps) * (T // steps)
     elif kind == "quadratic":
         seq = (np.linspace(0, np.sqrt(T * 0.8), steps) ** 2).astype(np.int64)
         if len(set(seq.tolist())) != steps:
-            raise ValueError(f"quadratic sub-sequence of {steps} steps from T={T} repeats steps; use fewer steps")
+            raise PixdiffError(f"quadratic sub-sequence of {steps} steps from T={T} repeats steps; use fewer steps")
     else:
-        raise ValueError(f"kind must be 'uniform' or 'quadratic' (got {kind!r})")
+        raise PixdiffError(f"kind must be 'uniform' or 'quadratic' (got {kind!r})")
     return [int(k) + 1 for k in seq]
 
 
@@ -494,9 +496,9 @@ def edm_sigma_grid(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0
     """EDM's time steps σ_0 = σ_max > … > σ_{N−1} = σ_min (seed 003, EDM Algorithm 1 / eq. 5):
     σ_i = (σ_max^{1/ρ} + i/(N−1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ. Samplers append σ_N = 0."""
     if not (isinstance(steps, int) and steps >= 1):
-        raise ValueError(f"steps must be a positive integer (got {steps!r})")
+        raise PixdiffError(f"steps must be a positive integer (got {steps!r})")
     if not (0 < sigma_min < sigma_max):
-        raise ValueError(f"need 0 < sigma_min < sigma_max (got {sigma_min}, {sigma_max})")
+        raise PixdiffError(f"need 0 < sigma_min < sigma_max (got {sigma_min}, {sigma_max})")
     if steps == 1:
         return torch.tensor([sigma_max], dtype=_F64)
     i = torch.arange(steps, dtype=_F64)
@@ -550,11 +552,11 @@ def get(name: str | Schedule, **options) -> Schedule:
     ``get("cosine_interpolated", resolution=64)``. A Schedule passes through unchanged."""
     if isinstance(name, Schedule):
         if options:
-            raise ValueError("options cannot be applied to an already-built schedule")
+            raise PixdiffError("options cannot be applied to an already-built schedule")
         return name
     if name not in _REGISTRY:
-        raise ValueError(f"unknown schedule {name!r}; available: {', '.join(available())}")
+        raise PixdiffError(f"unknown schedule {name!r}; available: {', '.join(available())}")
     try:
         return _REGISTRY[name](**options)
     except TypeError as e:
-        raise ValueError(f"bad option for schedule {name!r}: {e}") from None
+        raise PixdiffError(f"bad option for schedule {name!r}: {e}") from None

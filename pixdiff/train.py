@@ -15,6 +15,8 @@ We all-reduce by hand rather than wrap in ``DistributedDataParallel`` because th
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import json
 import math
 import os
@@ -37,7 +39,7 @@ from pixdiff.denoiser import Denoiser
 __all__ = ["train", "build_denoiser", "TrainingStopped"]
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStopped(PixdiffError):
     """Training cannot go on (e.g. the loss stayed non-finite); the last good checkpoint is kept."""
 
 
@@ -132,16 +134,16 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
     num_classes = ds.num_classes if conditional else 0
     o, r = cfg.optim, cfg.run
     if o.batch % world:
-        raise ValueError(f"global batch {o.batch} is not divisible by the {world} processes")
+        raise PixdiffError(f"global batch {o.batch} is not divisible by the {world} processes")
     local = o.batch // world
     micro = o.micro_batch or local
     if local % micro:
-        raise ValueError(f"micro_batch {micro} does not divide the per-process batch {local}")
+        raise PixdiffError(f"micro_batch {micro} does not divide the per-process batch {local}")
     accum = local // micro
 
     vector_data = len(ds.shape) == 1
     if vector_data != (nets.preset_config(cfg.model.preset).kind == "mlp"):
-        raise ValueError(f"data {cfg.data.name!r} of shape {ds.shape} needs "
+        raise PixdiffError(f"data {cfg.data.name!r} of shape {ds.shape} needs "
                          + ("--preset mlp" if vector_data else f"an image network, not --preset {cfg.model.preset}"))
     torch.manual_seed(r.seed)  # initial weights
     denoiser = build_denoiser(cfg, ds.shape[0], num_classes).to(device)
@@ -158,12 +160,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
 
     existing = ckpt_io.list_checkpoints(out)
     if existing and not resume:
-        raise ValueError(f"{out} already holds checkpoints; pass --resume to continue it, or choose another --out")
+        raise PixdiffError(f"{out} already holds checkpoints; pass --resume to continue it, or choose another --out")
     if resume and existing:
         ck = ckpt_io.load(out)
         changed = diff_configs(ck.state["config"], cfg.to_dict())
         if changed:
-            raise ValueError(f"cannot resume {out} with a different config; differing fields: {', '.join(changed)}")
+            raise PixdiffError(f"cannot resume {out} with a different config; differing fields: {', '.join(changed)}")
         denoiser.load_state_dict(ck.model)
         ema = {k: v.float() for k, v in ck.ema.items()}
         ckpt_io.optimizer_from_flat(opt, ck.optim, ck.state["optim"])

@@ -10,6 +10,8 @@ same format as a diffusion run (safetensors + state.json, atomic); ``load_classi
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import argparse
 import json
 import sys
@@ -31,14 +33,14 @@ def train_classifier(out: str | Path, data: str = "digits", resolution: int = 16
                      schedule: str = "cosine", seed: int = 0, progress: bool = True) -> Path:
     out = Path(out)
     if ckpt_io.list_checkpoints(out):
-        raise ValueError(f"{out} already holds a checkpoint; choose another --out")
+        raise PixdiffError(f"{out} already holds a checkpoint; choose another --out")
     ds = data_mod.load(data, resolution, channels, "train")
     if ds.labels is None or len(ds.shape) != 3:
-        raise ValueError(f"a noisy classifier needs labelled images; {data!r} has none")
+        raise PixdiffError(f"a noisy classifier needs labelled images; {data!r} has none")
     torch.manual_seed(seed)
     net = nets.from_preset(preset, in_channels=ds.shape[0], resolution=resolution, num_classes=ds.num_classes)
     if net.config.kind != "classifier":
-        raise ValueError(f"--preset {preset} is not a classifier preset (try tiny-classifier)")
+        raise PixdiffError(f"--preset {preset} is not a classifier preset (try tiny-classifier)")
     sch = schedules.get(schedule)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99))
     g = torch.Generator().manual_seed(seed)
@@ -69,7 +71,7 @@ def load_classifier(path: str | Path):
     """``classifier(z, logsnr) -> logits`` from a `pixdiff train-classifier` checkpoint."""
     ck = ckpt_io.load(path)
     if ck.state.get("kind") != "classifier":
-        raise ValueError(f"{ck.path} is not a noisy-classifier checkpoint (made by `pixdiff train-classifier`)")
+        raise PixdiffError(f"{ck.path} is not a noisy-classifier checkpoint (made by `pixdiff train-classifier`)")
     net = nets.build(ck.state["net_kind"], ck.state["net_config"])
     net.load_state_dict(ck.model)
     net.eval()

@@ -19,6 +19,8 @@ callers sum or average over dimensions and divide by log 2 for bits.
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import math
 
 import torch
@@ -71,11 +73,11 @@ def discretized_gaussian_log_likelihood(x, mean, logvar, bins: int = 256) -> tor
 
 def _check_steps(schedule: DiscreteSchedule, steps: torch.Tensor) -> torch.Tensor:
     if not isinstance(schedule, DiscreteSchedule):
-        raise ValueError("L_vlb needs a discrete chain: use a schedule such as 'linear_discrete' or "
+        raise PixdiffError("L_vlb needs a discrete chain: use a schedule such as 'linear_discrete' or "
                          "'iddpm_cosine_discrete'")
     steps = torch.as_tensor(steps, dtype=torch.long).cpu()
     if steps.numel() and (steps.min() < 1 or steps.max() > len(schedule)):
-        raise ValueError(f"steps must lie in 1..{len(schedule)} (the schedule's chain)")
+        raise PixdiffError(f"steps must lie in 1..{len(schedule)} (the schedule's chain)")
     return steps
 
 
@@ -102,7 +104,7 @@ def model_log_variance(schedule: DiscreteSchedule, steps, var_interp: torch.Tens
     lb, lt = log_beta[steps - 1], log_tilde[steps - 1]  # [B]
     if var_interp is None:
         if fixed not in ("small", "large"):
-            raise ValueError(f"fixed variance must be 'small' (β̃) or 'large' (β) (got {fixed!r})")
+            raise PixdiffError(f"fixed variance must be 'small' (β̃) or 'large' (β) (got {fixed!r})")
         return lt if fixed == "small" else lb
     f = var_interp.to(torch.float64)
     shape = (-1,) + (1,) * (f.dim() - 1)
@@ -131,7 +133,7 @@ def vlb_term(x: torch.Tensor, z: torch.Tensor, x_hat: torch.Tensor, steps, sched
     elif decoder == "gaussian":
         nll = -gaussian_log_likelihood(x.to(torch.float64), mean_p, logvar_p)
     else:
-        raise ValueError(f"decoder must be 'discretized' or 'gaussian' (got {decoder!r})")
+        raise PixdiffError(f"decoder must be 'discretized' or 'gaussian' (got {decoder!r})")
     return torch.where(first, nll, kl).to(x.dtype)
 
 
@@ -155,11 +157,11 @@ class ImportanceSampler:
 
     def __init__(self, num_steps: int, history: int = 10, uniform_prob: float = 1e-3):
         if not (isinstance(num_steps, int) and num_steps >= 1):
-            raise ValueError(f"num_steps must be a positive integer (got {num_steps!r})")
+            raise PixdiffError(f"num_steps must be a positive integer (got {num_steps!r})")
         if not (isinstance(history, int) and history >= 1):
-            raise ValueError(f"history must be a positive integer (got {history!r})")
+            raise PixdiffError(f"history must be a positive integer (got {history!r})")
         if not 0.0 <= uniform_prob <= 1.0:
-            raise ValueError(f"uniform_prob must lie in [0, 1] (got {uniform_prob})")
+            raise PixdiffError(f"uniform_prob must lie in [0, 1] (got {uniform_prob})")
         self.num_steps, self.history, self.uniform_prob = num_steps, history, float(uniform_prob)
         self._losses = torch.zeros(num_steps, history, dtype=torch.float64)
         self._counts = torch.zeros(num_steps, dtype=torch.long)
@@ -187,9 +189,9 @@ class ImportanceSampler:
         steps = torch.as_tensor(steps).detach().cpu().long().flatten()
         losses = torch.as_tensor(losses).detach().cpu().to(torch.float64).flatten()
         if steps.numel() != losses.numel():
-            raise ValueError(f"got {steps.numel()} steps but {losses.numel()} losses")
+            raise PixdiffError(f"got {steps.numel()} steps but {losses.numel()} losses")
         if not torch.isfinite(losses).all():
-            raise ValueError("L_t holds NaN/inf; the importance sampler would be poisoned — check the loss")
+            raise PixdiffError("L_t holds NaN/inf; the importance sampler would be poisoned — check the loss")
         for k, loss in zip(steps.tolist(), losses.tolist()):
             # a ring buffer: once full, slot count % history holds the oldest value
             self._losses[k - 1, self._counts[k - 1] % self.history] = loss
@@ -201,7 +203,7 @@ class ImportanceSampler:
 
     def load_state_dict(self, state: dict) -> None:
         if int(state["num_steps"]) != self.num_steps or int(state["history"]) != self.history:
-            raise ValueError(f"importance-sampler state is for {state['num_steps']} steps × {state['history']} "
+            raise PixdiffError(f"importance-sampler state is for {state['num_steps']} steps × {state['history']} "
                              f"history, this run uses {self.num_steps} × {self.history}; match the loss config")
         self._losses = torch.as_tensor(state["losses"], dtype=torch.float64).clone()
         self._counts = torch.as_tensor(state["counts"], dtype=torch.long).clone()

@@ -20,6 +20,8 @@ schedule", i.e. w̃ = 2 p(λ)·(conversion) with p(λ) = 1/|dλ/dt| the schedule
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import math
 from typing import Callable
 
@@ -92,7 +94,7 @@ def log_weight_eps(name: str, logsnr: torch.Tensor, log_p: torch.Tensor | None =
     ``log_p`` is log p(λ) of the training schedule (only the mse weightings read it);
     ``options``: ``bias`` (sigmoid), ``sigma_data``, ``p_mean``, ``p_std`` (edm)."""
     if name not in WEIGHTINGS:
-        raise ValueError(f"unknown weighting {name!r}; choose from {', '.join(WEIGHTINGS)}")
+        raise PixdiffError(f"unknown weighting {name!r}; choose from {', '.join(WEIGHTINGS)}")
     lam = torch.as_tensor(logsnr, dtype=torch.float64)
     log_p = torch.zeros_like(lam) if log_p is None else torch.as_tensor(log_p, dtype=torch.float64)
     return WEIGHTINGS[name](lam, log_p, **options)
@@ -120,7 +122,7 @@ def sigmoid_bias(resolution: int) -> float:
     (seed 004 Appendix A.4). Elsewhere the rule behind them (§2.1): each 2× in resolution raises
     the effective logSNR of a low-passed image by 2 log 2, so b = −2 log(resolution / 128)."""
     if not (isinstance(resolution, int) and resolution > 0):
-        raise ValueError(f"resolution must be a positive integer number of pixels (got {resolution!r})")
+        raise PixdiffError(f"resolution must be a positive integer number of pixels (got {resolution!r})")
     return _SID2_BIAS.get(resolution, -2.0 * math.log(resolution / 128.0))
 
 
@@ -144,7 +146,7 @@ def haar2d(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, t
     """One level of the 2-D Haar transform of x [..., H, W]: rows first, W_r(I) = (L, H), then the
     columns of each half, W_c(L) = (LL, LH), W_c(H) = (HL, HH) (seed 004 Appendix A.1)."""
     if x.shape[-1] % 2 or x.shape[-2] % 2:
-        raise ValueError(f"the Haar transform needs even height and width (got {tuple(x.shape[-2:])}); "
+        raise PixdiffError(f"the Haar transform needs even height and width (got {tuple(x.shape[-2:])}); "
                          "use fewer haar_levels or pad the images")
     lo, hi = _split(x, -1)  # along each row (the width axis)
     ll, lh = _split(lo, -2)
@@ -170,7 +172,7 @@ def haar_subbands(x: torch.Tensor, levels: int) -> list[tuple[str, torch.Tensor,
     a 512² input: LLLL, LLLH, LLHL, LLHH at 128², then LH, HL, HH at 256² (seed 004 A.1).
     levels = 0 gives the input itself as the one band ''."""
     if not (isinstance(levels, int) and levels >= 0):
-        raise ValueError(f"haar levels must be a non-negative integer (got {levels!r})")
+        raise PixdiffError(f"haar levels must be a non-negative integer (got {levels!r})")
     details: list[list[tuple[str, torch.Tensor, int]]] = []
     low, prefix = x, ""
     for _ in range(levels):

@@ -8,6 +8,7 @@ import argparse
 import importlib.util
 import json
 import sys
+from pixdiff.errors import PixdiffError
 import types
 
 import numpy as np
@@ -307,7 +308,7 @@ def test_bad_images_give_clear_errors(digits_ext, digits_test):
 
 
 def test_missing_or_wrong_inception_weights(tmp_path):
-    with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05-6726825d.pth"):
+    with pytest.raises(PixdiffError, match="pt_inception-2015-12-05-6726825d.pth"):
         inception_extractor(tmp_path / "nope.pth")
     with pytest.raises(ValueError, match="--inception-weights"):
         inception_extractor(None)
@@ -322,7 +323,7 @@ def test_missing_or_wrong_inception_weights(tmp_path):
     torch.save({"net": nn.Linear(2, 2)}, tmp_path / "pickled.pth")  # code objects: weights_only refuses
     with pytest.raises(ValueError, match="could not read Inception weights"):
         inception_extractor(tmp_path / "pickled.pth")
-    with pytest.raises(FileNotFoundError, match="train_digits_features.py"):
+    with pytest.raises(PixdiffError, match="train_digits_features.py"):
         digits_extractor(tmp_path / "none.safetensors")
 
 

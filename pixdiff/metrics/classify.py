@@ -15,6 +15,8 @@ that the sampler was asked for? (the "classification accuracy score" direction o
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 from dataclasses import dataclass
 
 import torch
@@ -38,10 +40,10 @@ class AccuracyResult:
 
 def _check_probs(probs: torch.Tensor) -> torch.Tensor:
     if probs.dim() != 2:
-        raise ValueError(f"class probabilities must be [N, C] (got shape {tuple(probs.shape)})")
+        raise PixdiffError(f"class probabilities must be [N, C] (got shape {tuple(probs.shape)})")
     probs = probs.double()
     if (probs < 0).any() or not torch.allclose(probs.sum(1), torch.ones(probs.shape[0], dtype=torch.float64), atol=1e-4):
-        raise ValueError("class probabilities must be non-negative and sum to 1 per row (pass softmax outputs, not logits)")
+        raise PixdiffError("class probabilities must be non-negative and sum to 1 per row (pass softmax outputs, not logits)")
     return probs
 
 
@@ -49,7 +51,7 @@ def inception_score(probs: torch.Tensor, splits: int = 10) -> ISResult:
     """IS of class probabilities [N, C] (Salimans et al. 2016, §4), mean ± std over ``splits``."""
     probs = _check_probs(probs)
     if not 1 <= splits <= probs.shape[0]:
-        raise ValueError(f"splits must be in 1 .. N (got {splits} for N = {probs.shape[0]})")
+        raise PixdiffError(f"splits must be in 1 .. N (got {splits} for N = {probs.shape[0]})")
     scores = []
     for part in torch.tensor_split(probs, splits):
         py = part.mean(0, keepdim=True)  # [1, C], the marginal p(y) of this split
@@ -64,9 +66,9 @@ def class_accuracy(probs: torch.Tensor, labels: torch.Tensor) -> AccuracyResult:
     probs = _check_probs(probs)
     labels = torch.as_tensor(labels).long().reshape(-1)
     if labels.shape[0] != probs.shape[0]:
-        raise ValueError(f"got {labels.shape[0]} labels for {probs.shape[0]} samples")
+        raise PixdiffError(f"got {labels.shape[0]} labels for {probs.shape[0]} samples")
     if labels.min() < 0 or labels.max() >= probs.shape[1]:
-        raise ValueError(f"labels must lie in 0 .. {probs.shape[1] - 1} (the classifier's classes); "
+        raise PixdiffError(f"labels must lie in 0 .. {probs.shape[1] - 1} (the classifier's classes); "
                          f"got {labels.min().item()} .. {labels.max().item()}")
     hit = (probs.argmax(1) == labels).double()
     per_class = {int(c): hit[labels == c].mean().item() for c in labels.unique()}

@@ -8,6 +8,8 @@ weights sha256, seeds, subset sizes), because a FID without its protocol cannot 
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
@@ -35,7 +37,7 @@ def read_images(path: str | Path, resolution: int = 16, channels: int = 1) -> tu
     or an image folder (class = sub-folder; resized to ``resolution``)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"images {path} not found")
+        raise PixdiffError(f"images {path} not found")
     if path.is_dir():
         ds = load_image_folder(path, resolution, channels)
         a = ((ds.images + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
@@ -48,22 +50,22 @@ def read_images(path: str | Path, resolution: int = 16, channels: int = 1) -> tu
     try:
         with np.load(path, allow_pickle=False) as z:
             if "images" not in z:
-                raise ValueError(f"{path} has no 'images' array (found {', '.join(z.files) or 'nothing'}); "
+                raise PixdiffError(f"{path} has no 'images' array (found {', '.join(z.files) or 'nothing'}); "
                                  "expected the npz of `pixdiff sample`: images uint8 [N, H, W, C], optional labels")
             return z["images"], (z["labels"] if "labels" in z else None)
     except (OSError, EOFError) as e:
-        raise ValueError(f"could not read {path} as an npz ({e})") from e
+        raise PixdiffError(f"could not read {path} as an npz ({e})") from e
 
 
 def _check_uint8(images, who: str) -> torch.Tensor:
     a = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if a.dtype != np.uint8:
-        raise ValueError(f"{who} must be uint8 [N, H, W, C] in 0..255 (got dtype {a.dtype}); "
+        raise PixdiffError(f"{who} must be uint8 [N, H, W, C] in 0..255 (got dtype {a.dtype}); "
                          "convert float images in [-1, 1] with pixdiff.data.to_uint8")
     if a.ndim != 4 or a.shape[-1] not in (1, 3):
-        raise ValueError(f"{who} must be [N, H, W, C] with C = 1 or 3 (got shape {a.shape}); note channels come last")
+        raise PixdiffError(f"{who} must be [N, H, W, C] with C = 1 or 3 (got shape {a.shape}); note channels come last")
     if a.shape[0] == 0:
-        raise ValueError(f"{who}: no images")
+        raise PixdiffError(f"{who}: no images")
     return from_uint8(np.ascontiguousarray(a))
 
 
@@ -75,7 +77,7 @@ def resolve_reference(ref: str | Path, extractor: FeatureExtractor, shape: tuple
     images, name = None, str(ref)
     if str(ref) == "digits":
         if c != 1 or h != w or h not in (8, 16, 32):
-            raise ValueError(f"the digits reference is 1×8×8, 1×16×16 or 1×32×32; the samples are {c}×{h}×{w}")
+            raise PixdiffError(f"the digits reference is 1×8×8, 1×16×16 or 1×32×32; the samples are {c}×{h}×{w}")
         images, name = load_digits(h, split).images, f"digits{h}-{split}"
     elif Path(ref).suffix == ".safetensors":
         return load_reference(ref, expect=extractor), None
@@ -104,24 +106,24 @@ def evaluate_images(images_uint8_nhwc, labels=None, ref: str | Path = "digits", 
     metrics = tuple(dict.fromkeys(metrics))
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+        raise PixdiffError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
     x = _check_uint8(images_uint8_nhwc, "images")  # [N, C, H, W] in [-1, 1]
     if labels is not None:
         labels = torch.as_tensor(np.asarray(labels)).long().reshape(-1)
         if labels.shape[0] != x.shape[0]:
-            raise ValueError(f"got {labels.shape[0]} labels for {x.shape[0]} images")
+            raise PixdiffError(f"got {labels.shape[0]} labels for {x.shape[0]} images")
     if "acc" in metrics and labels is None:
-        raise ValueError("metric 'acc' needs the class each image was sampled for (an npz 'labels' array); "
+        raise PixdiffError("metric 'acc' needs the class each image was sampled for (an npz 'labels' array); "
                          "drop 'acc' for unconditional samples")
     ext = features if isinstance(features, FeatureExtractor) else get_extractor(features, inception_weights, device)
     if ("acc" in metrics or "is" in metrics) and ext.num_classes == 0:
-        raise ValueError(f"metrics 'is' and 'acc' need a feature network with a classifier head; {ext.name} has none")
+        raise PixdiffError(f"metrics 'is' and 'acc' need a feature network with a classifier head; {ext.name} has none")
     if "acc" in metrics and ext.name != "digits":
-        raise ValueError(f"'acc' compares labels with the {ext.name} classifier's classes; it is defined for --features digits")
+        raise PixdiffError(f"'acc' compares labels with the {ext.name} classifier's classes; it is defined for --features digits")
     if "fd" in metrics:  # fail before any work, with the N to use
         check_fd_samples(x.shape[0], ext.dim, f"Fréchet distance with {ext.name} features")
     if "mem" in metrics and Path(str(ref)).suffix == ".safetensors":
-        raise ValueError("metric 'mem' compares samples with the training images themselves; pass --ref digits, "
+        raise PixdiffError("metric 'mem' compares samples with the training images themselves; pass --ref digits, "
                          "an images npz or a folder, not a statistics file")
     needs_ref = {"fd", "kid", "pr", "mem"} & set(metrics)
     stats, ref_images = resolve_reference(ref, ext, tuple(x.shape[1:]), ref_split, ref_cache) if needs_ref else (None, None)

@@ -18,6 +18,8 @@ Every extractor records the sha256 of its weights, so a score can name exactly w
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -87,28 +89,28 @@ class Extracted:
 def check_images(x: torch.Tensor, channels: tuple[int, ...] | None, sizes: tuple[int, ...] | None, who: str) -> None:
     """One clear message per way a user can hand over the wrong images."""
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{who}: images must be a torch.Tensor [N, C, H, W] in [-1, 1] (got {type(x).__name__})")
+        raise PixdiffError(f"{who}: images must be a torch.Tensor [N, C, H, W] in [-1, 1] (got {type(x).__name__})")
     if x.dtype == torch.uint8:
-        raise ValueError(f"{who}: images are uint8; convert with pixdiff.data.from_uint8 (NHWC uint8 → NCHW float in [-1, 1])")
+        raise PixdiffError(f"{who}: images are uint8; convert with pixdiff.data.from_uint8 (NHWC uint8 → NCHW float in [-1, 1])")
     if not x.is_floating_point():
-        raise ValueError(f"{who}: images must be floating point in [-1, 1] (got {x.dtype})")
+        raise PixdiffError(f"{who}: images must be floating point in [-1, 1] (got {x.dtype})")
     if x.dim() != 4:
-        raise ValueError(f"{who}: images must be [N, C, H, W] (got shape {tuple(x.shape)})")
+        raise PixdiffError(f"{who}: images must be [N, C, H, W] (got shape {tuple(x.shape)})")
     n, c, h, w = x.shape
     if n == 0:
-        raise ValueError(f"{who}: no images given")
+        raise PixdiffError(f"{who}: no images given")
     if channels is not None and c not in channels:
         want = " or ".join(map(str, channels))
-        raise ValueError(f"{who}: images must have {want} channel(s) (got {c}, shape {tuple(x.shape)})")
+        raise PixdiffError(f"{who}: images must have {want} channel(s) (got {c}, shape {tuple(x.shape)})")
     if sizes is not None and (h != w or h not in sizes):
         want = ", ".join(f"{s}×{s}" for s in sizes)
-        raise ValueError(f"{who}: images must be {want} (got {h}×{w}); use --features inception for other sizes")
+        raise PixdiffError(f"{who}: images must be {want} (got {h}×{w}); use --features inception for other sizes")
     if not torch.isfinite(x).all():
-        raise ValueError(f"{who}: images contain NaN or inf")
+        raise PixdiffError(f"{who}: images contain NaN or inf")
     lo, hi = x.min().item(), x.max().item()
     if lo < -1.0 - 1e-3 or hi > 1.0 + 1e-3:
         hint = " (they look like 0..255 pixel values: divide by 127.5 and subtract 1)" if hi > 2.0 else ""
-        raise ValueError(f"{who}: images must lie in [-1, 1] (got min {lo:.3g}, max {hi:.3g}){hint}")
+        raise PixdiffError(f"{who}: images must lie in [-1, 1] (got min {lo:.3g}, max {hi:.3g}){hint}")
 
 
 @dataclass
@@ -139,7 +141,7 @@ class FeatureExtractor:
             out = self.module(self.prepare(images[i:i + self.batch_size].float().to(device)))
             f, logits = out if isinstance(out, tuple) else (out, None)
             if f.dim() != 2 or f.shape[1] != self.dim:
-                raise ValueError(f"{self.name}: the feature network must return [N, {self.dim}] (got {tuple(f.shape)})")
+                raise PixdiffError(f"{self.name}: the feature network must return [N, {self.dim}] (got {tuple(f.shape)})")
             feats.append(f.double().cpu())
             if logits is not None:
                 probs.append(torch.softmax(logits.double(), dim=1).cpu())
@@ -172,13 +174,13 @@ def digits_extractor(weights: str | Path | None = None, device: str | torch.devi
 
     path = Path(weights) if weights is not None else Path(str(resources.files("pixdiff") / "assets" / DIGITS_WEIGHTS))
     if not path.is_file():
-        raise FileNotFoundError(
+        raise PixdiffError(
             f"digits feature weights {path} not found; rebuild them with `python scripts/train_digits_features.py`")
     net = DigitsNet()
     try:
         net.load_state_dict(load_file(str(path)))
     except Exception as e:  # noqa: BLE001 - any decode / key / shape failure is "not this file"
-        raise ValueError(f"{path} is not a DigitsNet weights file ({type(e).__name__}: {e})") from e
+        raise PixdiffError(f"{path} is not a DigitsNet weights file ({type(e).__name__}: {e})") from e
     return FeatureExtractor(
         "digits", net.to(device).eval(), sha256_file(path), DigitsNet.feature_dim, DigitsNet.num_classes,
         channels=(1,), sizes=(8, 16, 32), prepare=_to_digits_input,
@@ -212,5 +214,5 @@ def get_extractor(name: str, inception_weights: str | Path | None = None,
                   device: str | torch.device = "cpu") -> FeatureExtractor:
     """Registry: ``digits`` | ``inception`` (the latter needs ``inception_weights``)."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown feature network {name!r}; choose from {', '.join(FEATURES)}")
+        raise PixdiffError(f"unknown feature network {name!r}; choose from {', '.join(FEATURES)}")
     return _REGISTRY[name](inception_weights, device)

@@ -12,6 +12,8 @@ with it to ~1e-9 on well-conditioned covariances (tests/test_metrics.py).
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import numpy as np
 import torch
 
@@ -26,7 +28,7 @@ def check_fd_samples(n: int, dim: int, who: str = "Fréchet distance") -> None:
     """A covariance of N samples has rank ≤ N − 1: below D + 1 samples it is singular in every
     direction the samples do not span, and the score mostly measures N, not the images."""
     if n < dim + 1:
-        raise ValueError(
+        raise PixdiffError(
             f"{who} needs more samples than the feature dimension: got N = {n} for D = {dim}-d features "
             f"(need N ≥ {dim + 1} for a full-rank covariance; use N ≥ {10 * dim} for a stable score, "
             f"and the same N whenever scores are compared)")
@@ -36,7 +38,7 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     """Mean [D] and unbiased covariance [D, D] (ddof = 1, as pytorch-fid's np.cov) in float64."""
     f = _np64(features)
     if f.ndim != 2:
-        raise ValueError(f"features must be [N, D] (got shape {f.shape})")
+        raise PixdiffError(f"features must be [N, D] (got shape {f.shape})")
     check_fd_samples(f.shape[0], f.shape[1])
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
@@ -50,7 +52,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """d² between N(mu1, sigma1) and N(mu2, sigma2), float64 (Heusel et al. 2017, eq. 6)."""
     mu1, mu2, s1, s2 = _np64(mu1), _np64(mu2), _np64(sigma1), _np64(sigma2)
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.shape[0],) * 2:
-        raise ValueError(f"statistics do not match: mu {mu1.shape} vs {mu2.shape}, sigma {s1.shape} vs {s2.shape} "
+        raise PixdiffError(f"statistics do not match: mu {mu1.shape} vs {mu2.shape}, sigma {s1.shape} vs {s2.shape} "
                          "(were both computed with the same feature network?)")
     r1 = _sqrt_psd(s1)
     m = r1 @ s2 @ r1  # symmetric PSD, same eigenvalues as s1 @ s2

@@ -22,6 +22,8 @@ Weights are never downloaded: the user passes pytorch-fid's ``pt_inception-2015-
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -197,10 +199,10 @@ def prepare_inception_input(x: torch.Tensor) -> torch.Tensor:
 def load_inception_state(path: str | Path | None) -> dict[str, torch.Tensor]:
     """Read a pt_inception state dict from .pth (weights_only) or .safetensors, with clear errors."""
     if path is None:
-        raise ValueError(f"the Inception features need a weights file: {_GET}")
+        raise PixdiffError(f"the Inception features need a weights file: {_GET}")
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Inception weights {path} not found: {_GET}")
+        raise PixdiffError(f"Inception weights {path} not found: {_GET}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -209,9 +211,9 @@ def load_inception_state(path: str | Path | None) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a truncated / foreign / pickled-code file all mean "wrong file"
-        raise ValueError(f"could not read Inception weights from {path} ({type(e).__name__}: {e}); {_GET}") from e
+        raise PixdiffError(f"could not read Inception weights from {path} ({type(e).__name__}: {e}); {_GET}") from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not a state dict of tensors; {_GET}")
+        raise PixdiffError(f"{path} is not a state dict of tensors; {_GET}")
     return state
 
 
@@ -225,11 +227,11 @@ def inception_extractor(path: str | Path | None, device: str | torch.device = "c
     have = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
     if missing or extra:
-        raise ValueError(f"{path} does not hold the FID Inception-v3 weights (missing {len(missing)} keys, e.g. "
+        raise PixdiffError(f"{path} does not hold the FID Inception-v3 weights (missing {len(missing)} keys, e.g. "
                          f"{missing[:3]}; unexpected {len(extra)}, e.g. {extra[:3]}); {_GET}")
     bad = [k for k in want if want[k].shape != have[k].shape]
     if bad:
-        raise ValueError(f"{path}: tensor shapes differ from the FID Inception-v3 (e.g. {bad[0]}: file "
+        raise PixdiffError(f"{path}: tensor shapes differ from the FID Inception-v3 (e.g. {bad[0]}: file "
                          f"{tuple(have[bad[0]].shape)}, expected {tuple(want[bad[0]].shape)}); {_GET}")
     net.load_state_dict(have, strict=False)
     sha = sha256_file(path)

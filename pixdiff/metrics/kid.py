@@ -12,6 +12,8 @@ Subsets are drawn without replacement within a subset, from an explicit generato
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 from dataclasses import dataclass
 
 import torch
@@ -45,12 +47,12 @@ def kernel_distance(real: torch.Tensor, fake: torch.Tensor, generator: torch.Gen
     """KID between features [N, D] and [M, D]: mean and std of MMD²_u over random subsets of
     size min(subset_size, N, M)."""
     if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
-        raise ValueError(f"KID needs two feature sets [N, D] of equal D (got {tuple(real.shape)}, {tuple(fake.shape)})")
+        raise PixdiffError(f"KID needs two feature sets [N, D] of equal D (got {tuple(real.shape)}, {tuple(fake.shape)})")
     m = min(subset_size, real.shape[0], fake.shape[0])
     if m < 2:
-        raise ValueError(f"KID needs at least 2 samples per set (got {real.shape[0]} and {fake.shape[0]})")
+        raise PixdiffError(f"KID needs at least 2 samples per set (got {real.shape[0]} and {fake.shape[0]})")
     if num_subsets < 1:
-        raise ValueError(f"num_subsets must be ≥ 1 (got {num_subsets})")
+        raise PixdiffError(f"num_subsets must be ≥ 1 (got {num_subsets})")
     real, fake = real.double(), fake.double()
     vals = torch.tensor([
         mmd2_unbiased(real[torch.randperm(real.shape[0], generator=generator)[:m]],

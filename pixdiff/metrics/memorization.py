@@ -21,6 +21,8 @@ A fresh real image has r near 1 and d₁ near the training set's own spacing; a 
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 from dataclasses import dataclass
 
 import torch
@@ -61,10 +63,10 @@ def memorization(samples: torch.Tensor, train: torch.Tensor, threshold: float = 
                  chunk: int = 512) -> MemorizationResult:
     """Nearest-training-image statistics of samples [M, ...] against training images [N, ...]."""
     if samples.shape[1:] != train.shape[1:]:
-        raise ValueError(f"samples {tuple(samples.shape[1:])} and training images {tuple(train.shape[1:])} differ "
+        raise PixdiffError(f"samples {tuple(samples.shape[1:])} and training images {tuple(train.shape[1:])} differ "
                          "in shape; memorisation compares like with like (same resolution and channels)")
     if train.shape[0] < 3:
-        raise ValueError(f"memorisation needs at least 3 training images (got {train.shape[0]})")
+        raise PixdiffError(f"memorisation needs at least 3 training images (got {train.shape[0]})")
     s, t = samples.reshape(samples.shape[0], -1).double(), train.reshape(train.shape[0], -1).double()
     d, idx = _two_nearest(s, t, chunk)
     ratio = torch.where(d[:, 0] == 0, torch.zeros_like(d[:, 0]), d[:, 0] / d[:, 1].clamp_min(1e-300))

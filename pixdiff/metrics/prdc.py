@@ -15,6 +15,8 @@ ties). Distances are Euclidean, in float64, in row chunks so memory stays O(chun
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 from dataclasses import dataclass
 
 import torch
@@ -43,9 +45,9 @@ def knn_radii(x: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, chunk: int = 1024) -> PRDCResult:
     """Precision, recall, density and coverage of fake features [M, D] against real [N, D]."""
     if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
-        raise ValueError(f"precision/recall needs two feature sets [N, D] of equal D (got {tuple(real.shape)}, {tuple(fake.shape)})")
+        raise PixdiffError(f"precision/recall needs two feature sets [N, D] of equal D (got {tuple(real.shape)}, {tuple(fake.shape)})")
     if k < 1 or k >= min(real.shape[0], fake.shape[0]):
-        raise ValueError(f"k must be in 1 .. min(N, M) − 1 (got k = {k}, N = {real.shape[0]}, M = {fake.shape[0]})")
+        raise PixdiffError(f"k must be in 1 .. min(N, M) − 1 (got k = {k}, N = {real.shape[0]}, M = {fake.shape[0]})")
     real, fake = real.double(), fake.double()
     r_real, r_fake = knn_radii(real, k, chunk), knn_radii(fake, k, chunk)
     in_real = torch.zeros(fake.shape[0], dtype=torch.bool)

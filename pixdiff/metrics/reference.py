@@ -10,6 +10,8 @@ JSON; written through a temporary file and renamed, so a crash never leaves half
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -74,22 +76,22 @@ def load_reference(path: str | Path, expect: FeatureExtractor | None = None) -> 
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"reference statistics {path} not found")
+        raise PixdiffError(f"reference statistics {path} not found")
     try:
         with safe_open(str(path), "pt") as f:
             meta = json.loads((f.metadata() or {}).get("pixdiff", "{}"))
             t = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 - any decode failure means "not a stats file"
-        raise ValueError(f"{path} is not a pixdiff reference-statistics file ({type(e).__name__}: {e})") from e
+        raise PixdiffError(f"{path} is not a pixdiff reference-statistics file ({type(e).__name__}: {e})") from e
     if meta.get("format") != _FORMAT or set(t) != {"mu", "sigma", "features"}:
-        raise ValueError(f"{path} is not a pixdiff reference-statistics file (format {meta.get('format')!r})")
+        raise PixdiffError(f"{path} is not a pixdiff reference-statistics file (format {meta.get('format')!r})")
     if expect is not None and (meta["feature_net"], meta["weights_sha256"]) != (expect.name, expect.weights_sha256):
-        raise ValueError(f"{path} was computed with feature net {meta['feature_net']} (weights {meta['weights_sha256'][:12]}…), "
+        raise PixdiffError(f"{path} was computed with feature net {meta['feature_net']} (weights {meta['weights_sha256'][:12]}…), "
                          f"not {expect.name} ({expect.weights_sha256[:12]}…); recompute it with the same features")
     known = {"format", "dataset", "count", "feature_net", "weights_sha256", "features_sha256", "dim"}
     ref = ReferenceStats(t["mu"].double().numpy(), t["sigma"].double().numpy(), t["features"].float(), meta["dataset"],
                          int(meta["count"]), meta["feature_net"], meta["weights_sha256"], meta["features_sha256"],
                          extra={k: v for k, v in meta.items() if k not in known})
     if _sha(ref.features) != ref.features_sha256:
-        raise ValueError(f"{path}: its features do not match their recorded sha256 (corrupt file); delete it to recompute")
+        raise PixdiffError(f"{path}: its features do not match their recorded sha256 (corrupt file); delete it to recompute")
     return ref

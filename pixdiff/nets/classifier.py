@@ -9,6 +9,8 @@ Fourier features + MLP, AdaGN); its gradient ∇_z log p_φ(y | z_t) is what gui
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -47,7 +49,7 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         validate_adm(self)
         if self.num_classes < 1:
-            raise ValueError(f"a classifier needs num_classes >= 1, got {self.num_classes}")
+            raise PixdiffError(f"a classifier needs num_classes >= 1, got {self.num_classes}")
 
     @property
     def downsampling_factor(self) -> int:
@@ -101,11 +103,11 @@ class Classifier(nn.Module):
     ) -> torch.Tensor:
         """`cond` is accepted for signature compatibility and must be None."""
         if cond is not None:
-            raise ValueError("the noisy classifier predicts labels; call it with cond=None")
+            raise PixdiffError("the noisy classifier predicts labels; call it with cond=None")
         res = self.config.resolution
         check_input(x_in, self.config.in_channels, self.downsampling_factor, "Classifier")
         if x_in.shape[-2:] != (res, res):
-            raise ValueError(
+            raise PixdiffError(
                 f"Classifier was built for {res}x{res} images (its attention pooling has a "
                 f"fixed position embedding), got {tuple(x_in.shape[-2:])}"
             )

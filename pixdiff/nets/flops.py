@@ -13,6 +13,8 @@ network instance (paper-sized presets are counted without allocating them) and m
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 from typing import Any
 
 from torch import nn
@@ -134,10 +136,10 @@ def count_flops(net: nn.Module | Any, resolution: int | None = None) -> int:
     cfg = getattr(net, "config", net)
     counter = _COUNTERS.get(type(cfg))
     if counter is None:
-        raise ValueError(f"count_flops knows {[c.__name__ for c in _COUNTERS]}, got {type(cfg)}")
+        raise PixdiffError(f"count_flops knows {[c.__name__ for c in _COUNTERS]}, got {type(cfg)}")
     res = cfg.resolution if resolution is None else resolution
     if res % cfg.downsampling_factor:
-        raise ValueError(
+        raise PixdiffError(
             f"resolution {res} must be divisible by the downsampling factor {cfg.downsampling_factor}"
         )
     return counter(cfg, res)

@@ -12,6 +12,8 @@ each block's embedding projection; hoisting it is the same function and saves wo
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import math
 from typing import Literal
 
@@ -56,13 +58,13 @@ def num_attention_heads(channels: int, head_channels: int | None, num_heads: int
     seed 000 "Architectural Improvements", Table 2) or a fixed number of heads."""
     if head_channels is not None:
         if channels % head_channels:
-            raise ValueError(
+            raise PixdiffError(
                 f"attention width {channels} is not divisible by head_channels={head_channels}"
             )
         return channels // head_channels
     assert num_heads is not None
     if channels % num_heads:
-        raise ValueError(f"attention width {channels} is not divisible by num_heads={num_heads}")
+        raise PixdiffError(f"attention width {channels} is not divisible by num_heads={num_heads}")
     return num_heads
 
 
@@ -111,12 +113,12 @@ class ClassEmbedding(nn.Module):
             cond = torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
         else:
             if cond.shape != (batch,) or cond.dtype not in (torch.int64, torch.int32):
-                raise ValueError(
+                raise PixdiffError(
                     f"cond must be an integer tensor of shape [{batch}], got "
                     f"{tuple(cond.shape)} {cond.dtype}"
                 )
             if bool((cond < 0).any()) or bool((cond > self.num_classes).any()):
-                raise ValueError(
+                raise PixdiffError(
                     f"class labels must lie in [0, {self.num_classes}] (num_classes="
                     f"{self.num_classes}, index {self.num_classes} is the null label); got "
                     f"min {int(cond.min())}, max {int(cond.max())}"
@@ -255,15 +257,15 @@ class TransformerBlock(nn.Module):
 def check_input(x: torch.Tensor, in_channels: int, factor: int, name: str) -> None:
     """Raise one clear ValueError for inputs a user can get wrong (DESIGN: user errors)."""
     if x.ndim != 4:
-        raise ValueError(f"{name} expects x of shape [B, C, H, W], got {tuple(x.shape)}")
+        raise PixdiffError(f"{name} expects x of shape [B, C, H, W], got {tuple(x.shape)}")
     if x.shape[1] != in_channels:
-        raise ValueError(
+        raise PixdiffError(
             f"{name} was built for in_channels={in_channels} but x has {x.shape[1]} channels; "
             f"rebuild it with in_channels={x.shape[1]}"
         )
     h, w = x.shape[-2:]
     if h % factor or w % factor:
-        raise ValueError(
+        raise PixdiffError(
             f"{name}: image size {h}x{w} must be divisible by the total downsampling factor "
             f"{factor}; pad, crop or resize the images"
         )
@@ -271,7 +273,7 @@ def check_input(x: torch.Tensor, in_channels: int, factor: int, name: str) -> No
 
 def check_logsnr(logsnr: torch.Tensor, batch: int) -> None:
     if logsnr.shape != (batch,):
-        raise ValueError(f"logsnr must have shape [{batch}], got {tuple(logsnr.shape)}")
+        raise PixdiffError(f"logsnr must have shape [{batch}], got {tuple(logsnr.shape)}")
 
 
 def embed_conditioning(
@@ -288,5 +290,5 @@ def embed_conditioning(
     if class_emb is not None:
         emb = emb + class_emb(cond, batch, device)
     elif cond is not None:
-        raise ValueError("this network is unconditional (num_classes=0); pass cond=None")
+        raise PixdiffError("this network is unconditional (num_classes=0); pass cond=None")
     return F.silu(emb)

@@ -7,6 +7,8 @@ initial prediction is the parameterisation's default.
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -32,9 +34,9 @@ class MLPConfig:
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.hidden < 1 or self.blocks < 1:
-            raise ValueError("MLPConfig needs in_channels, hidden and blocks >= 1")
+            raise PixdiffError("MLPConfig needs in_channels, hidden and blocks >= 1")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1) (got {self.dropout})")
+            raise PixdiffError(f"dropout must lie in [0, 1) (got {self.dropout})")
 
     @property
     def downsampling_factor(self) -> int:
@@ -65,12 +67,12 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor, logsnr: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.config.in_channels:
-            raise ValueError(f"MLP expects [B, {self.config.in_channels}] inputs, got {tuple(x.shape)}")
+            raise PixdiffError(f"MLP expects [B, {self.config.in_channels}] inputs, got {tuple(x.shape)}")
         emb = self.embed(logsnr)
         if self.label is not None:
             emb = emb + self.label(cond, x.shape[0], x.device)
         elif cond is not None:
-            raise ValueError("cond given to an unconditional network (num_classes = 0)")
+            raise PixdiffError("cond given to an unconditional network (num_classes = 0)")
         emb = nn.functional.silu(emb)
         h = self.inp(x)
         for b in self.blocks:
@@ -82,5 +84,5 @@ def mlp_config_from_dict(d: dict[str, Any]) -> MLPConfig:
     names = set(MLPConfig.__dataclass_fields__)
     unknown = set(d) - names
     if unknown:
-        raise ValueError(f"unknown MLPConfig fields {sorted(unknown)}")
+        raise PixdiffError(f"unknown MLPConfig fields {sorted(unknown)}")
     return MLPConfig(**d)

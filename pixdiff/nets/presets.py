@@ -6,6 +6,8 @@ from the `dataclasses.asdict(net.config)` saved beside a checkpoint.
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import dataclasses
 from typing import Any, Callable
 
@@ -76,12 +78,12 @@ def available() -> list[str]:
 def preset_config(name: str, **overrides: Any) -> NetConfig:
     """The config of preset `name` with fields replaced (and re-validated) by `overrides`."""
     if name not in PRESETS:
-        raise ValueError(f"unknown network preset {name!r}; available: {available()}")
+        raise PixdiffError(f"unknown network preset {name!r}; available: {available()}")
     cfg = PRESETS[name]
     fields = {f.name for f in dataclasses.fields(cfg)}
     unknown = set(overrides) - fields
     if unknown:
-        raise ValueError(f"preset {name!r} ({type(cfg).__name__}) has no fields {sorted(unknown)}")
+        raise PixdiffError(f"preset {name!r} ({type(cfg).__name__}) has no fields {sorted(unknown)}")
     return dataclasses.replace(cfg, **overrides)
 
 
@@ -97,7 +99,7 @@ def from_preset(name: str, **overrides: Any) -> nn.Module:
 def build(kind: str, config_dict: dict[str, Any]) -> nn.Module:
     """Rebuild a network from its kind (`net.config.kind`) and `dataclasses.asdict(net.config)`."""
     if kind not in _KINDS:
-        raise ValueError(f"unknown network kind {kind!r}; expected one of {list(_KINDS)}")
+        raise PixdiffError(f"unknown network kind {kind!r}; expected one of {list(_KINDS)}")
     make_config, make_net = _KINDS[kind]
     return make_net(make_config(dict(config_dict)))
 

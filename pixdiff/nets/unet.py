@@ -15,6 +15,8 @@ for the IDDPM learned-variance interpolation (seed 000, Improved DDPM).
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -82,30 +84,30 @@ class UNetConfig:
 def validate_adm(cfg: Any) -> None:
     """Checks shared by every config that builds an ADM encoder (U-Net, classifier)."""
     if cfg.in_channels < 1 or cfg.channels < 1 or not cfg.channel_mult:
-        raise ValueError("in_channels, channels and channel_mult must be positive / non-empty")
+        raise PixdiffError("in_channels, channels and channel_mult must be positive / non-empty")
     if cfg.num_res_blocks < 1:
-        raise ValueError(f"num_res_blocks must be >= 1, got {cfg.num_res_blocks}")
+        raise PixdiffError(f"num_res_blocks must be >= 1, got {cfg.num_res_blocks}")
     if not 0.0 <= cfg.dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
+        raise PixdiffError(f"dropout must be in [0, 1), got {cfg.dropout}")
     if (cfg.head_channels is None) == (cfg.num_heads is None):
-        raise ValueError("set exactly one of head_channels (fixed width) or num_heads")
+        raise PixdiffError("set exactly one of head_channels (fixed width) or num_heads")
     if cfg.num_classes < 0:
-        raise ValueError(f"num_classes must be >= 0, got {cfg.num_classes}")
+        raise PixdiffError(f"num_classes must be >= 0, got {cfg.num_classes}")
     factor = 2 ** (len(cfg.channel_mult) - 1)
     if cfg.resolution % factor:
-        raise ValueError(
+        raise PixdiffError(
             f"resolution {cfg.resolution} must be divisible by the downsampling factor {factor}"
         )
     sides = {cfg.resolution // 2**level for level in range(len(cfg.channel_mult))}
     if not set(cfg.attention_resolutions) <= sides:
-        raise ValueError(
+        raise PixdiffError(
             f"attention_resolutions {cfg.attention_resolutions} must be feature-map sides "
             f"reached from resolution {cfg.resolution}: {sorted(sides)}"
         )
     for mult in cfg.channel_mult:
         width = cfg.channels * mult
         if width % cfg.norm_groups:
-            raise ValueError(f"width {width} is not divisible by norm_groups={cfg.norm_groups}")
+            raise PixdiffError(f"width {width} is not divisible by norm_groups={cfg.norm_groups}")
         num_attention_heads(width, cfg.head_channels, cfg.num_heads)
 
 
@@ -240,5 +242,5 @@ def _from_dict(cls: Any, d: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - names
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+        raise PixdiffError(f"unknown {cls.__name__} fields {sorted(unknown)}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

@@ -21,6 +21,8 @@ zero-padded convolutions of the ResBlock levels above (as in all SiD2 presets).
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -72,34 +74,34 @@ class UViTConfig:
     def __post_init__(self) -> None:
         levels = len(self.channels)
         if levels < 1 or min(self.channels) < 1 or self.in_channels < 1:
-            raise ValueError("channels must be a non-empty tuple of positive widths")
+            raise PixdiffError("channels must be a non-empty tuple of positive widths")
         if self.patch_size < 1:
-            raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
+            raise PixdiffError(f"patch_size must be >= 1, got {self.patch_size}")
         ups = self.decoder_blocks
         if len(self.down_blocks) != levels - 1 or len(ups) != levels - 1:
-            raise ValueError(
+            raise PixdiffError(
                 f"down_blocks/up_blocks need one entry per level except the middle "
                 f"({levels - 1}), got {self.down_blocks} / {ups}"
             )
         if min((*self.down_blocks, *ups, self.mid_blocks)) < 0:
-            raise ValueError("block counts must be >= 0")
+            raise PixdiffError("block counts must be >= 0")
         if len(self.block_types) != levels or len(self.dropout) != levels:
-            raise ValueError(f"block_types and dropout need one entry per level ({levels})")
+            raise PixdiffError(f"block_types and dropout need one entry per level ({levels})")
         for kind, width in zip(self.block_types, self.channels):
             if kind not in ("res", "transformer"):
-                raise ValueError(f"block type must be 'res' or 'transformer', got {kind!r}")
+                raise PixdiffError(f"block type must be 'res' or 'transformer', got {kind!r}")
             if kind == "res" and width % self.norm_groups:
-                raise ValueError(f"width {width} is not divisible by norm_groups={self.norm_groups}")
+                raise PixdiffError(f"width {width} is not divisible by norm_groups={self.norm_groups}")
             if kind == "transformer":
                 num_attention_heads(width, self.head_channels, None)
         if self.channels[0] % self.norm_groups:
-            raise ValueError(f"width {self.channels[0]} not divisible by norm_groups")
+            raise PixdiffError(f"width {self.channels[0]} not divisible by norm_groups")
         if any(not 0.0 <= p < 1.0 for p in self.dropout):
-            raise ValueError(f"dropout rates must be in [0, 1), got {self.dropout}")
+            raise PixdiffError(f"dropout rates must be in [0, 1), got {self.dropout}")
         if self.num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+            raise PixdiffError(f"num_classes must be >= 0, got {self.num_classes}")
         if self.resolution % self.downsampling_factor:
-            raise ValueError(
+            raise PixdiffError(
                 f"resolution {self.resolution} must be divisible by the downsampling factor "
                 f"{self.downsampling_factor} (patch_size × 2^(levels-1))"
             )

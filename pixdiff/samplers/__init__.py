@@ -14,6 +14,8 @@ validates the options and counts NFE. The families live in ``ancestral`` (ddpm, 
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
@@ -83,7 +85,7 @@ def available() -> list[str]:
 
 def get(name: str) -> SamplerSpec:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown sampler {name!r}; available: {', '.join(available())}")
+        raise PixdiffError(f"unknown sampler {name!r}; available: {', '.join(available())}")
     return _REGISTRY[name]
 
 
@@ -123,19 +125,19 @@ def sample(denoiser, shape, sampler: str = "heun", steps: int | None = None, sch
                  if grid_kind in grids.GRID_OPTIONS and k in grids.GRID_OPTIONS[grid_kind]}
     bad = sorted(set(options_) - set(own))
     if bad:
-        raise ValueError(f"sampler {sampler!r} takes no option(s) {bad}; its options are {sorted(own)}, "
+        raise PixdiffError(f"sampler {sampler!r} takes no option(s) {bad}; its options are {sorted(own)}, "
                          f"grid options {list(grids.GRID_OPTIONS.get(grid_kind, ()))}, and {list(_SAMPLE_OPTIONS)}")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a positive integer (got {steps!r})")
+        raise PixdiffError(f"steps must be a positive integer (got {steps!r})")
     if grid_kind is None:
         logsnr = torch.as_tensor(grid, dtype=torch.float64).flatten()
         if steps is not None and steps != logsnr.numel() - 1:
-            raise ValueError(f"steps={steps} disagrees with the explicit grid of {logsnr.numel() - 1} intervals")
+            raise PixdiffError(f"steps={steps} disagrees with the explicit grid of {logsnr.numel() - 1} intervals")
     else:
         if schedule is None and spec.schedule_by_process:
             process = options_.get("process", own.get("process"))
             if process not in spec.schedule_by_process:
-                raise ValueError(f"process must be one of {', '.join(spec.schedule_by_process)} (got {process!r})")
+                raise PixdiffError(f"process must be one of {', '.join(spec.schedule_by_process)} (got {process!r})")
             schedule = spec.schedule_by_process[process]
         elif schedule is None:
             schedule = spec.schedule
@@ -144,7 +146,7 @@ def sample(denoiser, shape, sampler: str = "heun", steps: int | None = None, sch
     if noise is None:
         noise = randn(shape, generator, dtype=dtype, device=device)
     elif tuple(noise.shape) != shape:
-        raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {shape}")
+        raise PixdiffError(f"noise has shape {tuple(noise.shape)}, expected {shape}")
     counter = CountingDenoiser(denoiser)
     kwargs = dict(options_, cond=cond)
     if "generator" in inspect.signature(spec.fn).parameters:

@@ -17,6 +17,8 @@ step into λ = +∞ (DDPM's last step t = 1 → 0, where β̃ = 0).
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import math
 
 import torch
@@ -52,7 +54,7 @@ def _ancestral(D: CountingDenoiser, lam: torch.Tensor, noise: torch.Tensor, var_
         if var_interp == "learned":
             x_hat, f = D.predict(z, lt)
             if f is None:
-                raise ValueError("variance='learned' needs a denoiser whose predict() returns var_interp "
+                raise PixdiffError("variance='learned' needs a denoiser whose predict() returns var_interp "
                                  "(a Denoiser built with learn_sigma=True)")
         else:
             x_hat, f = D(z, lt), var_interp
@@ -70,9 +72,9 @@ def ddpm(denoiser, logsnr, noise: torch.Tensor, *, variance: str | None = None, 
     D = CountingDenoiser(denoiser, cond)
     variance = variance or ("learned" if D.learn_sigma else "beta_tilde")
     if variance not in VARIANCES:
-        raise ValueError(f"variance must be one of {', '.join(VARIANCES)} (got {variance!r})")
+        raise PixdiffError(f"variance must be one of {', '.join(VARIANCES)} (got {variance!r})")
     if variance == "learned" and not D.has_predict:
-        raise ValueError("variance='learned' needs a denoiser whose predict() returns var_interp "
+        raise PixdiffError("variance='learned' needs a denoiser whose predict() returns var_interp "
                          "(a Denoiser built with learn_sigma=True)")
     f = {"beta_tilde": 0.0, "beta": 1.0, "learned": "learned"}[variance]
     return _ancestral(D, check_grid(logsnr), noise, f, threshold(clip_x), generator)

@@ -8,6 +8,8 @@ one generator per sample; with a list, sample i is the same whether drawn alone 
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import math
 from typing import Callable, Sequence
 
@@ -29,7 +31,7 @@ class CountingDenoiser:
 
     def __init__(self, denoiser: Denoise, cond=None):
         if not callable(denoiser):
-            raise ValueError(f"denoiser must be callable as denoiser(z, logsnr, cond) (got {type(denoiser).__name__})")
+            raise PixdiffError(f"denoiser must be callable as denoiser(z, logsnr, cond) (got {type(denoiser).__name__})")
         self.denoiser, self.cond, self.nfe = denoiser, cond, 0
         # IDDPM's learned variance (seed 000): ``ddpm`` uses it by default when the network has it.
         self.learn_sigma = bool(getattr(denoiser, "learn_sigma", False))
@@ -69,7 +71,7 @@ def randn(shape: Sequence[int], generator: Generators, dtype=torch.float32, devi
         return torch.randn(shape, generator=generator, dtype=dtype, device=gdev).to(device)
     gens = list(generator)
     if len(gens) != shape[0]:
-        raise ValueError(f"got {len(gens)} generators for a batch of {shape[0]}; pass one per sample")
+        raise PixdiffError(f"got {len(gens)} generators for a batch of {shape[0]}; pass one per sample")
     return torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=dtype, device=g.device) for g in gens]).to(device)
 
 
@@ -102,7 +104,7 @@ def threshold(kind: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
         return static_threshold
     if kind == "dynamic":
         return dynamic_threshold
-    raise ValueError(f"clip_x must be None, 'static' or 'dynamic' (got {kind!r})")
+    raise PixdiffError(f"clip_x must be None, 'static' or 'dynamic' (got {kind!r})")
 
 
 # --- sigma-space and coefficients ---------------------------------------------------------------------
@@ -124,22 +126,22 @@ def coef(logsnr: float) -> tuple[float, float]:
 
 def check_eta(eta: float) -> float:
     if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
-        raise ValueError(f"eta must be a number in [0, 1] (got {eta!r}); 0 is DDIM, 1 is DDPM's β̃ variance")
+        raise PixdiffError(f"eta must be a number in [0, 1] (got {eta!r}); 0 is DDIM, 1 is DDPM's β̃ variance")
     return float(eta)
 
 
 def check_fraction(value, name: str) -> float:
     if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-        raise ValueError(f"{name} must be a number in [0, 1] (got {value!r})")
+        raise PixdiffError(f"{name} must be a number in [0, 1] (got {value!r})")
     return float(value)
 
 
 def check_grid(logsnr) -> torch.Tensor:
     lam = torch.as_tensor(logsnr, dtype=torch.float64).flatten()
     if lam.numel() < 2:
-        raise ValueError("a sampling grid needs at least 2 logsnr values (1 step)")
+        raise PixdiffError("a sampling grid needs at least 2 logsnr values (1 step)")
     if torch.isnan(lam).any() or (lam[1:] <= lam[:-1]).any() or not math.isfinite(float(lam[0])):
-        raise ValueError("the logsnr grid must be finite at its start and strictly increasing "
+        raise PixdiffError("the logsnr grid must be finite at its start and strictly increasing "
                          "(noise → data); only its last entry may be +inf")
     return lam
 

@@ -8,6 +8,8 @@ is the sigma-space state, z = x̂_τ / sqrt(1 + τ²).
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import math
 
 import torch
@@ -31,7 +33,7 @@ def consistency(f, logsnr, noise: torch.Tensor, *, sigma_eps: float = 0.002, con
     T = τ_0 > τ_1 > … (in λ: increasing); a trailing +∞ is ignored. NFE = number of finite entries.
     ``sigma_eps`` is the model's ε, the noise level its outputs carry (0 for an exact ODE map)."""
     if not (isinstance(sigma_eps, (int, float)) and sigma_eps >= 0):
-        raise ValueError(f"sigma_eps must be a non-negative number (got {sigma_eps!r})")
+        raise PixdiffError(f"sigma_eps must be a non-negative number (got {sigma_eps!r})")
     F, lam = CountingDenoiser(f, cond), check_grid(logsnr)
     levels = [l for l in lam.tolist() if l != math.inf]
     x = F(start(noise, levels[0]), levels[0])

@@ -25,6 +25,8 @@ to call the denoiser at a finite λ, and at −30 α ≈ 3·10⁻⁷ carries no 
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import math
 from typing import Callable
 
@@ -42,7 +44,7 @@ LOGSNR_FLOOR = -30.0
 
 def _steps(steps) -> int:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer (got {steps!r})")
+        raise PixdiffError(f"steps must be a positive integer (got {steps!r})")
     return steps
 
 
@@ -51,7 +53,7 @@ def _finish(lam: torch.Tensor, to_data: bool) -> torch.Tensor:
     if to_data:
         lam[-1] = math.inf
     if (lam[1:] <= lam[:-1]).any():
-        raise ValueError("the grid's logsnr values are not strictly increasing; use fewer steps "
+        raise PixdiffError("the grid's logsnr values are not strictly increasing; use fewer steps "
                          "or a wider range")
     return lam
 
@@ -100,7 +102,7 @@ def uniform_logsnr(schedule: Schedule, steps: int, to_data: bool = True) -> torc
     lo = max(schedule.logsnr_min, LOGSNR_FLOOR)
     hi = schedule.logsnr_max
     if not math.isfinite(hi):
-        raise ValueError(f"schedule {schedule!r} reaches logsnr = +inf at t = 0; a uniform logsnr grid "
+        raise PixdiffError(f"schedule {schedule!r} reaches logsnr = +inf at t = 0; a uniform logsnr grid "
                          "needs a finite logsnr_max")
     return _finish(torch.linspace(lo, hi, n + 1, dtype=_F64), to_data)
 
@@ -141,13 +143,13 @@ def available() -> list[str]:
 def make(kind: str, schedule: Schedule | str | None, steps: int, to_data: bool = True, **options) -> torch.Tensor:
     """The grid ``kind`` for ``schedule`` with ``steps`` intervals. ``edm`` needs no schedule."""
     if kind not in _GRIDS:
-        raise ValueError(f"unknown grid {kind!r}; available: {', '.join(available())}")
+        raise PixdiffError(f"unknown grid {kind!r}; available: {', '.join(available())}")
     bad = set(options) - set(GRID_OPTIONS[kind])
     if bad:
-        raise ValueError(f"grid {kind!r} takes no option(s) {sorted(bad)}; it takes {list(GRID_OPTIONS[kind])}")
+        raise PixdiffError(f"grid {kind!r} takes no option(s) {sorted(bad)}; it takes {list(GRID_OPTIONS[kind])}")
     sched = None if schedule is None else _schedules.get(schedule)
     if kind == "edm":
         return _edm_for(sched, steps, to_data=to_data, **options)
     if sched is None:
-        raise ValueError(f"grid {kind!r} needs a schedule")
+        raise PixdiffError(f"grid {kind!r} needs a schedule")
     return _GRIDS[kind](sched, steps, to_data=to_data, **options)

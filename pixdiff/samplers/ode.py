@@ -21,6 +21,8 @@ Every solver takes the step into λ = +∞ as x = x̂ (the limit of each first-o
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import math
 from typing import Callable
 
@@ -123,7 +125,7 @@ def dpm_solver(denoiser, logsnr, noise: torch.Tensor, *, order: int = 3, cond=No
     """DPM-Solver-``order`` (1, 2 or 3), singlestep, one step per grid interval (seed 003 "DPM-Solver";
     Lu et al. 2022). NFE = order · (intervals with finite end) + 1 for a final step to data."""
     if order not in (1, 2, 3):
-        raise ValueError(f"order must be 1, 2 or 3 (got {order!r})")
+        raise PixdiffError(f"order must be 1, 2 or 3 (got {order!r})")
     D, lam = CountingDenoiser(denoiser, cond), check_grid(logsnr)
     z = start(noise, float(lam[0]))
     for lt, ls in zip(lam[:-1].tolist(), lam[1:].tolist()):

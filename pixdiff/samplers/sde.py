@@ -8,6 +8,8 @@ Scores come from the one denoiser interface by Tweedie (``process.score_from_x``
 
 from __future__ import annotations
 
+from pixdiff.errors import PixdiffError
+
 import math
 from typing import Callable
 
@@ -46,7 +48,7 @@ def edm(denoiser, logsnr, noise: torch.Tensor, *, S_churn: float = 40.0, S_tmin:
     settings except S_noise = 1 (EDM's 1.003 compensates for imperfect networks and biases an exact one)."""
     for name, v in (("S_churn", S_churn), ("S_tmin", S_tmin), ("S_tmax", S_tmax), ("S_noise", S_noise)):
         if not (isinstance(v, (int, float)) and v >= 0):
-            raise ValueError(f"{name} must be a non-negative number (got {v!r})")
+            raise PixdiffError(f"{name} must be a non-negative number (got {v!r})")
     D, lam = CountingDenoiser(denoiser, cond), check_grid(logsnr)
     s = torch.exp(-0.5 * lam).tolist()
     n = len(s) - 1
@@ -104,7 +106,7 @@ def langevin_step(x: torch.Tensor, score: torch.Tensor, noise: torch.Tensor, snr
 
 def _sde_loop(denoiser, logsnr, noise, process, cond, generator, corrector_steps=0, snr=0.16):
     if process not in PROCESSES:
-        raise ValueError(f"process must be one of {', '.join(PROCESSES)} (got {process!r})")
+        raise PixdiffError(f"process must be one of {', '.join(PROCESSES)} (got {process!r})")
     D, lam = CountingDenoiser(denoiser, cond), check_grid(logsnr)
     z = start(noise, float(lam[0]))
     x = z / coef(float(lam[0]))[0] if process == "ve" else z
@@ -131,9 +133,9 @@ def pc(denoiser, logsnr, noise: torch.Tensor, *, process: str = "ve", snr: float
     the next level, then ``corrector_steps`` Langevin steps at that level with signal-to-noise ``snr``.
     NFE = (1 + corrector_steps) per finite step, plus the final denoising step."""
     if not (isinstance(snr, (int, float)) and snr > 0):
-        raise ValueError(f"snr must be a positive number (got {snr!r})")
+        raise PixdiffError(f"snr must be a positive number (got {snr!r})")
     if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or corrector_steps < 0:
-        raise ValueError(f"corrector_steps must be a non-negative integer (got {corrector_steps!r})")
+        raise PixdiffError(f"corrector_steps must be a non-negative integer (got {corrector_steps!r})")
     return _sde_loop(denoiser, logsnr, noise, process, cond, generator, corrector_steps, float(snr))
 
 
@@ -145,9 +147,9 @@ def langevin(denoiser, logsnr, noise: torch.Tensor, *, step_size: float = 5e-5, 
     (NCSNv2's final step). NFE = L·T (+1). The default ε = 5·10⁻⁵ (NCSN: 2·10⁻⁵ with s_L = 0.01) gives
     α_i/s_i² = ε/s_L² = 0.25 on the default grid, whose last finite level is s_L ≈ 0.014."""
     if not (isinstance(step_size, (int, float)) and step_size > 0):
-        raise ValueError(f"step_size must be a positive number (got {step_size!r})")
+        raise PixdiffError(f"step_size must be a positive number (got {step_size!r})")
     if isinstance(steps_per_level, bool) or not isinstance(steps_per_level, int) or steps_per_level < 1:
-        raise ValueError(f"steps_per_level must be a positive integer (got {steps_per_level!r})")
+        raise PixdiffError(f"steps_per_level must be a positive integer (got {steps_per_level!r})")
     D, lam = CountingDenoiser(denoiser, cond), check_grid(logsnr)
     levels = [l for l in lam.tolist() if l != math.inf]
     s_last2 = math.exp(-levels[-1])
