@@ -11,7 +11,7 @@ of denoiser evaluations (NFE), for every pixdiff sampler and for diffusers' sche
     diffusers' schedulers see the same denoiser as an ε-model on their discrete timesteps
     (DDPM linear β table, T = 1000): ε = (z − α x̂)/σ at the timestep's λ, where a fractional
     timestep (Euler, Heun) gets σ_ve interpolated linearly in t, as diffusers interpolates its sigmas.
-(b) ``--ckpt DIR``: the same sweep for a trained digits checkpoint (``pixdiff.cli_sample.load_denoiser``,
+(b) ``--ckpt DIR``: the same sweep for a trained digits checkpoint (``pixdiff.generate.load_denoiser``,
     EMA weights), quality = Fréchet distance in the digits feature space (``digits_extractor``) against
     the training split's statistics; noise floor = FD of the held-out test split (N = 360).
 
@@ -338,7 +338,7 @@ def analytic(args):
 
 def checkpoint(args):
     from pixdiff import data as data_mod
-    from pixdiff.cli_sample import load_denoiser
+    from pixdiff.generate import load_denoiser
     from pixdiff.metrics import digits_extractor, feature_statistics, frechet_distance
 
     den, ck = load_denoiser(args.ckpt)

@@ -1,7 +1,7 @@
 """Issue 9: sweep the classifier-free guidance weight w on a trained class-conditional digits
 model and record Fréchet distance (distribution quality/diversity) against class accuracy (how
-recognisably each sample is its requested class), the trade-off of seed 001 Table 1 (FID vs IS as
-w grows).
+recognisably each sample is its requested class), the trade-off of Ho & Salimans 2022, Table 1 (FID
+vs IS as w grows).
 
     python experiments/guidance_sweep.py --ckpt runs/digits16 [--ws 0,0.5,1,2,4] [--n 1000]
         [--sampler heun --steps 18] [--interval LO,HI] [--out docs/guidance.md]
@@ -16,7 +16,7 @@ feature network (``pixdiff.metrics.features.digits_extractor``):
 
 It prints a JSON line per w and writes a markdown table between the ``guidance_sweep`` markers of
 docs/guidance.md (and the plot docs/guidance_sweep.png if matplotlib is installed). The model
-must be class-conditional and trained with label dropout (seed 001 Algorithm 1) so that its null
+must be class-conditional and trained with label dropout (Ho & Salimans 2022, Alg. 1) so that its null
 label gives the unconditional prediction.
 """
 
@@ -62,7 +62,7 @@ def write_results(path: Path, text: str) -> None:
 
 
 def load_model(ckpt: Path, weights: str):
-    from pixdiff.cli_sample import load_denoiser
+    from pixdiff.generate import load_denoiser
 
     den, ck = load_denoiser(ckpt, weights)
     if not getattr(den, "num_classes", 0):
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt", type=Path, required=True, help="run folder or checkpoint folder of a conditional model")
     p.add_argument("--ws", default="0,0.25,0.5,1,2,4",
                    help="comma-separated guidance weights w (ε̃ = (1+w)ε_c − wε_u)")
-    p.add_argument("--interval", default=None, metavar="LO,HI", help="guide only for logSNR in (LO, HI) (seed 004)")
+    p.add_argument("--interval", default=None, metavar="LO,HI", help="guide only for logSNR in (LO, HI) (Hoogeboom et al. 2025, App. A.4)")
     p.add_argument("--n", type=int, default=1000, help="samples per w (default 1000)")
     p.add_argument("--sampler", default="heun")
     p.add_argument("--steps", type=int, default=18)

@@ -12,6 +12,8 @@ See README.md and docs/ for a tour. The modules (one concept each):
 - ``pixdiff.nets``       ADM U-Net, SiD2 Residual U-ViT, noisy classifier, presets, FLOPs
 - ``pixdiff.metrics``    Fréchet distance, KID, precision/recall, IS, accuracy, memorisation
 - ``pixdiff.train``      the training loop; ``pixdiff.checkpoint`` safetensors + JSON checkpoints
+- ``pixdiff.generate``   ``pixdiff.load(run).sample(n)``: a trained run, ready to sample
+- ``pixdiff.errors``     ``PixdiffError``, the one exception for user mistakes
 """
 
 __version__ = "0.1.0"
@@ -19,6 +21,9 @@ __version__ = "0.1.0"
 from pixdiff import analytic, process, schedules  # noqa: E402
 from pixdiff.analytic import GaussianMixture  # noqa: E402
 from pixdiff.denoiser import Denoiser  # noqa: E402
+from pixdiff.errors import PixdiffError  # noqa: E402
+from pixdiff.generate import Pipeline, load  # noqa: E402
 from pixdiff.samplers import sample  # noqa: E402
 
-__all__ = ["schedules", "process", "analytic", "GaussianMixture", "Denoiser", "sample", "__version__"]
+__all__ = ["schedules", "process", "analytic", "GaussianMixture", "Denoiser", "sample", "load", "Pipeline",
+           "PixdiffError", "__version__"]

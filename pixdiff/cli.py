@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from pixdiff.errors import PixdiffError
+
 __all__ = ["main", "build_parser"]
 
 
@@ -95,9 +97,9 @@ def config_from_args(args):
     if args.warmup is not None:
         cfg.optim.warmup_images = args.warmup
     if args.weighting:
-        cfg.loss["weighting"] = args.weighting
+        cfg.loss.weighting = args.weighting
     if cfg.data.name in ("moons", "swissroll", "mixture"):
-        cfg.loss.setdefault("bias", 0.0)  # SiD2's bias is set per image resolution; none for 2-D points
+        cfg.loss.bias = 0.0 if cfg.loss.bias is None else cfg.loss.bias  # SiD2's bias is set per image resolution; none for 2-D points
         if not flag("preset") or args.preset == "tiny":
             cfg.model.preset = "mlp"
     if flag("seed"):
@@ -208,7 +210,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("pixdiff: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+    except PixdiffError as e:
         if os.environ.get("PIXDIFF_DEBUG"):
             raise
         print(f"pixdiff {args.command}: error: {e}", file=sys.stderr)

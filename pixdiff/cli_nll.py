@@ -28,7 +28,7 @@ def checkpoint_nll(path, data: str | None = None, split: str = "test", n: int = 
 
     from pixdiff import data as data_mod
     from pixdiff import likelihood, losses
-    from pixdiff.cli_sample import load_denoiser
+    from pixdiff.generate import load_denoiser
     from pixdiff.config import TrainConfig
 
     if method not in METHODS:
@@ -53,7 +53,7 @@ def checkpoint_nll(path, data: str | None = None, split: str = "test", n: int = 
         elif method == "ode":
             r = likelihood.ode_nll(den, xb, g, cb, dequantize="uniform")
         else:
-            sch = losses.LossConfig(**cfg.loss).build_schedule()
+            sch = cfg.loss.build_schedule()
             r = likelihood.vlb_bpd(den, xb, sch, g, cb)
         vals.append(r.bpd.detach().cpu())
     bpd = torch.cat(vals)

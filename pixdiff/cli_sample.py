@@ -23,93 +23,19 @@ from pixdiff import data as data_mod
 from pixdiff.atomic import atomic_write
 from pixdiff.config import TrainConfig
 
-__all__ = ["load_denoiser", "sample_checkpoint", "add_parser", "run"]
+__all__ = ["sample_checkpoint", "add_parser", "run"]
 
 
-def load_denoiser(path: str | Path, weights: str = "ema", device: str | torch.device = "cpu"):
-    """(denoiser, checkpoint) from a run folder or checkpoint folder; ``weights`` = ema | raw."""
-    from pixdiff.train import build_denoiser
-
-    if weights not in ("ema", "raw"):
-        raise PixdiffError(f"weights must be 'ema' or 'raw' (got {weights!r})")
-    ck = ckpt_io.load(path)
-    cfg = TrainConfig.from_dict(ck.state["config"])
-    meta = ck.state["meta"]
-    den = build_denoiser(cfg, meta["in_channels"], meta["num_classes"])
-    sd = ck.ema if weights == "ema" else ck.model
-    try:
-        den.load_state_dict(sd)
-    except RuntimeError as e:
-        raise ckpt_io.CheckpointError(f"{ck.path}: weights do not fit the saved config ({str(e).splitlines()[0]})") from None
-    den.eval().to(device)
-    den.num_classes = meta["num_classes"]
-    den.null_label = meta["num_classes"] if meta["num_classes"] else None
-    return den, ck
-
-
-def _classes_for(n: int, classes: list[int] | None, num_classes: int) -> torch.Tensor | None:
-    if num_classes == 0:
-        if classes:
-            raise PixdiffError("this model is unconditional; drop --classes")
-        return None
-    cl = classes if classes else list(range(num_classes))
-    bad = [c for c in cl if not 0 <= c < num_classes]
-    if bad:
-        raise PixdiffError(f"class(es) {bad} out of range: the model has classes 0..{num_classes - 1}")
-    return torch.tensor([cl[i % len(cl)] for i in range(n)])
-
-
-@torch.no_grad()
 def sample_checkpoint(path, n: int = 100, sampler: str | None = "heun", steps: int | None = 18,
-                      guidance: float | None = 0.0,
-                      seed: int = 0, classes: list[int] | None = None, weights: str = "ema",
+                      guidance: float | None = 0.0, seed: int = 0, classes=None, weights: str = "ema",
                       batch: int = 256, guidance_interval=None, progress: bool = False, classifier=None,
-                      guide_ckpt=None, **options):
-    """Sample ``n`` images; returns (uint8 [n, H, W, C], labels [n] or None).
+                      guide_ckpt=None, device=None, **options):
+    """Sample ``n`` images of a run: ``pixdiff.load(path, device, weights).sample(...)``."""
+    from pixdiff.generate import load
 
-    ``guidance`` is the weight w of the one guidance method chosen: classifier-free (default),
-    classifier guidance of scale w with the noisy classifier at ``classifier`` (a
-    `pixdiff train-classifier` checkpoint), or autoguidance by the weaker model at ``guide_ckpt``,
-    D = D + w (D − D_weak). w = 0 is always the unguided conditional model."""
-    from pixdiff import guidance as guidance_mod
-    from pixdiff import samplers
-
-    sampler, guidance = sampler or "heun", guidance or 0.0  # None: the defaults
-    den, ck = load_denoiser(path, weights)
-    cfg = TrainConfig.from_dict(ck.state["config"])
-    labels = _classes_for(n, classes, den.num_classes)
-    model = den
-    if classifier is not None and guide_ckpt is not None:
-        raise PixdiffError("choose one of --classifier and --guide-ckpt")
-    if classifier is not None:
-        from pixdiff.train_classifier import load_classifier
-
-        clf = load_classifier(classifier)
-        if labels is None:
-            labels = _classes_for(n, classes, clf.num_classes)
-        model = guidance_mod.classifier(den, clf, guidance, conditional=den.num_classes > 0)
-    elif guide_ckpt is not None:
-        weak, _ = load_denoiser(guide_ckpt, weights)
-        model = guidance_mod.autoguidance(den, weak, guidance, convention="cfg")
-    elif guidance and labels is not None:
-        model = guidance_mod.classifier_free(den, guidance, interval=guidance_interval)
-    elif guidance:
-        raise PixdiffError("--guidance needs a class-conditional model (or --classifier / --guide-ckpt)")
-    shape = tuple(ck.state["meta"].get("data_shape") or (cfg.data.channels, cfg.data.resolution, cfg.data.resolution))
-    out = []
-    from tqdm import tqdm
-
-    for lo in tqdm(range(0, n, batch), desc="sample", disable=not progress, unit="batch"):
-        hi = min(n, lo + batch)
-        gens = [torch.Generator().manual_seed(seed + i) for i in range(lo, hi)]
-        cond = None if labels is None else labels[lo:hi]
-        x = samplers.sample(model, (hi - lo, *shape), sampler=sampler, steps=steps, cond=cond, generator=gens,
-                            **options)
-        out.append(x.float().clamp(-1, 1))
-    x = torch.cat(out)
-    if len(shape) == 1:  # vector (2-D toy) data: no pixels to quantise
-        return x.numpy(), (None if labels is None else labels.numpy())
-    return data_mod.to_uint8(x), (None if labels is None else labels.numpy())
+    return load(path, device=device, weights=weights).sample(
+        n, classes, sampler or "heun", steps, guidance or 0.0, seed, batch, guidance_interval=guidance_interval,
+        classifier=classifier, guide_ckpt=guide_ckpt, progress=progress, **options)
 
 
 def add_parser(sub) -> None:

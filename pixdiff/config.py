@@ -1,31 +1,45 @@
 """The configuration of a training run, as dataclasses saved beside every checkpoint as JSON.
 
-One source of truth: the CLI's flags and defaults are read from these fields (``pixdiff train
---help`` shows the comments' gist), ``--config FILE`` loads a JSON of the same shape, and resume
-compares the saved config with the new one field by field.
+One source of truth: the ``pixdiff train`` flags are generated from these fields (their
+``help`` metadata is the flag's help), ``--config FILE`` loads a JSON of the same shape, and
+resume compares the saved config with the new one field by field. Each quantity is stored once:
+EDM's σ_data and the log-normal training distribution live in the loss config
+(``loss.sigma_data``, ``loss.p_mean``, ``loss.p_std``), and the denoiser reads σ_data from there.
 """
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import dataclasses
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["ModelConfig", "DataConfig", "OptimConfig", "RunConfig", "TrainConfig", "diff_configs",
+from pixdiff.errors import PixdiffError
+from pixdiff.losses import LossConfig
+
+__all__ = ["ModelConfig", "DataConfig", "LossConfig", "OptimConfig", "RunConfig", "TrainConfig", "diff_configs",
            "RESUME_MAY_CHANGE"]
+
+
+def _f(default, help: str, **kw):
+    """A dataclass field whose ``help`` becomes the CLI flag's help text."""
+    if default in (dict, list):
+        return field(default_factory=default, metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
 
 
 @dataclass
 class ModelConfig:
-    preset: str = "tiny"  # a name from pixdiff.nets.available()
-    parameterization: Literal["eps", "x", "v", "edm"] = "v"  # what the backbone predicts (SiD2: v)
-    sigma_data: float = 0.5  # EDM's σ_data, only used by parameterization="edm"
-    learn_sigma: bool = False  # IDDPM learned variance: 2× output channels; needs loss vlb_weight > 0
-    overrides: dict[str, Any] = field(default_factory=dict)  # preset fields to change, e.g. {"channels": 32}
+    preset: str = _f("tiny", "network preset (see `pixdiff info --presets`)")
+    parameterization: Literal["eps", "x", "v", "edm"] = _f(
+        "v", "what the network predicts: eps, x, v (SiD2's choice) or edm (Karras et al. 2022 preconditioning)",
+        flag="param")
+    learn_sigma: bool = _f(False, "IDDPM learned variance (Nichol & Dhariwal 2021): 2x output channels; "
+                                  "needs --vlb-weight > 0")
+    overrides: dict[str, Any] = _f(dict, "network fields to change, KEY=VALUE with VALUE as JSON "
+                                         "(e.g. --net channels=16 --net 'channel_mult=[1,2]')", flag="net")
 
     def __post_init__(self):
         if self.parameterization not in ("eps", "x", "v", "edm"):
@@ -34,33 +48,47 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | moons | swissroll | mixture | path to an image folder
-    resolution: int = 16  # images are resized / centre-cropped to this size
-    channels: int = 1  # 1 (grayscale) or 3 (RGB); digits are 1
-    hflip: bool = False  # random horizontal flips (not for digits: a flipped 2 is not a 2)
-    conditional: bool = True  # train class-conditional when the data has labels
-    p_uncond: float = 0.1  # label dropout for classifier-free guidance (seed 001: 0.1–0.2)
+    name: str = _f("digits", "digits (embedded), moons | swissroll | mixture (2-D points), or an image folder "
+                             "(class = sub-folder)", flag="data")
+    resolution: int = _f(16, "image side length; images are centre-cropped and resized to it")
+    channels: int | None = _f(None, "1 or 3 (default: 1 for digits and 2-D data, 3 for image folders)")
+    hflip: bool = _f(False, "random horizontal flips (not for digits: a flipped 2 is not a 2)")
+    conditional: bool = _f(True, "class-conditional when the data has labels (--no-conditional: ignore labels)")
+    p_uncond: float = _f(0.1, "label dropout for classifier-free guidance (Ho & Salimans 2022 use 0.1-0.2)")
 
     def __post_init__(self):
+        if self.channels is None:
+            self.channels = 1 if self.name in ("digits", "moons", "swissroll", "mixture") else 3
         if not 0.0 <= self.p_uncond < 1.0:
             raise PixdiffError(f"p_uncond must lie in [0, 1) (got {self.p_uncond})")
         if self.channels not in (1, 3):
             raise PixdiffError(f"channels must be 1 or 3 (got {self.channels})")
+        if self.resolution < 1:
+            raise PixdiffError(f"resolution must be positive (got {self.resolution})")
+
+    @property
+    def is_points(self) -> bool:
+        return self.name in ("moons", "swissroll", "mixture")
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3  # peak learning rate (SiD2 uses 1e-4 at scale; tiny CPU models like more)
-    betas: tuple[float, float] = (0.9, 0.99)  # Adam β1, β2 (SiD2: β2 = 0.99)
-    eps: float = 1e-12  # Adam ε (SiD2: 1e-12)
-    weight_decay: float = 0.0  # AdamW decoupled weight decay (0 = Adam)
-    warmup_images: int = 5_000  # linear learning-rate warm-up length, in images seen
-    decay: Literal["constant", "cosine"] = "cosine"  # after warm-up
-    grad_clip: float = 1.0  # max global gradient norm (0 = off)
-    batch: int = 64  # global batch size (over all DDP ranks)
-    micro_batch: int = 0  # per-forward size for gradient accumulation (0 = the whole local batch)
-    ema_halflife_images: float = 20_000.0  # EMA half-life in images seen (SiD2 decay 0.9999 at batch 2048 ≈ 14M)
-    ema_decay: float | None = None  # per-step EMA decay (e.g. SiD2's 0.9999); overrides the half-life when set
+    lr: float = _f(1e-3, "peak learning rate (SiD2 uses 1e-4 at scale; tiny CPU models like more)")
+    betas: tuple[float, float] = _f((0.9, 0.99), "Adam beta1, beta2 (SiD2: beta2 = 0.99)")
+    eps: float = _f(1e-12, "Adam epsilon (SiD2: 1e-12)")
+    weight_decay: float = _f(0.0, "AdamW decoupled weight decay (0 = Adam)")
+    warmup_images: int = _f(5_000, "linear learning-rate warm-up, in images seen", flag="warmup")
+    decay: Literal["constant", "cosine"] = _f("cosine", "learning-rate decay after the warm-up")
+    decay_images: int | None = _f(None, "length of the cosine decay in images (default: the training length "
+                                        "at the run's start; kept when a resumed run changes --images)")
+    grad_clip: float = _f(1.0, "max global gradient norm (0 = off)")
+    batch: int = _f(64, "global batch size (over all processes)")
+    micro_batch: int = _f(0, "per-forward size for gradient accumulation (0 = the whole local batch)")
+    ema_halflife_images: float = _f(20_000.0, "EMA half-life in images seen (Karras et al. 2024 measure EMA "
+                                              "length in images)", flag="ema-halflife")
+    ema_decay: float | None = _f(None, "per-step EMA decay (e.g. SiD2's 0.9999); replaces the half-life")
+    ema_rampup: float | None = _f(0.05, "EMA ramp-up: the half-life is at most this fraction of the images "
+                                        "seen so far (Karras et al. 2022, ema_rampup_ratio); 0 = off")
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -68,30 +96,59 @@ class OptimConfig:
             raise PixdiffError("lr must be positive, batch >= 1 and micro_batch >= 0")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise PixdiffError(f"ema_decay must lie in [0, 1) (got {self.ema_decay})")
+        if self.ema_rampup is not None and self.ema_rampup < 0:
+            raise PixdiffError(f"ema_rampup must be >= 0 (got {self.ema_rampup})")
         if self.decay not in ("constant", "cosine"):
             raise PixdiffError(f"decay must be constant or cosine (got {self.decay!r})")
+        if self.warmup_images < 0:
+            raise PixdiffError(f"warmup_images must be >= 0 (got {self.warmup_images})")
+        if self.decay_images is not None and self.decay_images < 1:
+            raise PixdiffError(f"decay_images must be positive (got {self.decay_images})")
 
 
 @dataclass
 class RunConfig:
-    images: int = 200_000  # training length in images seen
-    seed: int = 0  # one seed reproduces the run: data order, noise, dropout
-    bf16: bool = False  # bf16 autocast for the network (weights and optimizer stay fp32); measured
-    # slower than fp32 for the tiny U-Net on CPU here (see docs/benchmarks.md), so off by default
-    log_every_images: int = 2_000  # JSONL log interval
-    ckpt_every_images: int = 20_000  # checkpoint interval
-    sample_every_images: int = 0  # sample-grid interval (0 = only at the end)
-    keep: int = 3  # checkpoints kept
-    max_nan_steps: int = 10  # stop after this many non-finite losses in a row
+    images: int = _f(200_000, "training length in images seen")
+    seed: int = _f(0, "one seed reproduces the run: initial weights, data order, noise, dropout")
+    bf16: bool = _f(False, "bf16 autocast for the network; slower than fp32 on CPUs without bf16 units")
+    log_every_images: int = _f(2_000, "log interval in images", flag="log-every")
+    ckpt_every_images: int = _f(20_000, "checkpoint interval in images (0 = only at the end)", flag="ckpt-every")
+    sample_every_images: int = _f(0, "sample-grid interval in images (0 = only at the end)", flag="sample-every")
+    keep: int = _f(3, "checkpoints kept")
+    max_nan_steps: int = _f(10, "stop after this many non-finite steps in a row")
+
+    def __post_init__(self):
+        if self.images < 1:
+            raise PixdiffError("training length must be at least one image (--steps / --images)")
+        if self.log_every_images < 1:
+            raise PixdiffError(f"--log-every must be at least 1 image (got {self.log_every_images})")
+        if self.ckpt_every_images < 0 or self.sample_every_images < 0:
+            raise PixdiffError("--ckpt-every and --sample-every must be >= 0 (0 = only at the end)")
+        if self.keep < 1:
+            raise PixdiffError(f"--keep must be at least 1 (got {self.keep})")
+        if self.max_nan_steps < 1:
+            raise PixdiffError(f"--max-nan-steps must be at least 1 (got {self.max_nan_steps})")
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "loss": LossConfig, "optim": OptimConfig, "run": RunConfig}
 
 
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    loss: dict[str, Any] = field(default_factory=dict)  # fields of pixdiff.losses.LossConfig
+    loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        for name, kls in _SECTIONS.items():
+            v = getattr(self, name)
+            if isinstance(v, dict):
+                setattr(self, name, _section(name, kls, v))
+        if self.model.learn_sigma and self.loss.vlb_weight <= 0 and self.loss.weighting != "vlb":
+            raise PixdiffError("learn_sigma trains the variance through L_vlb only: set loss.vlb_weight > 0 "
+                               "(IDDPM: 0.001) or weighting='vlb'")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,19 +158,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        parts = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "run": RunConfig}
-        unknown = set(d) - set(parts) - {"loss"}
+        d = _migrate(d)
+        unknown = set(d) - set(_SECTIONS)
         if unknown:
             raise PixdiffError(f"unknown config section(s): {', '.join(sorted(unknown))}")
-        kw = {}
-        for name, kls in parts.items():
-            sub = dict(d.get(name, {}))
-            names = {f.name for f in dataclasses.fields(kls)}
-            bad = set(sub) - names
-            if bad:
-                raise PixdiffError(f"unknown field(s) in [{name}]: {', '.join(sorted(bad))}; valid: {', '.join(sorted(names))}")
-            kw[name] = kls(**sub)
-        return cls(loss=dict(d.get("loss", {})), **kw)
+        return cls(**{name: _section(name, kls, d.get(name, {})) for name, kls in _SECTIONS.items()})
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
@@ -126,16 +175,43 @@ class TrainConfig:
             raise PixdiffError(f"config file {p} is not valid JSON: {e}") from None
 
 
-# Fields that may change when resuming: they do not change what a step computes.
+def _section(name: str, kls, sub: dict):
+    names = {f.name for f in dataclasses.fields(kls)}
+    bad = set(sub) - names
+    if bad:
+        raise PixdiffError(f"unknown field(s) in [{name}]: {', '.join(sorted(bad))}; valid: {', '.join(sorted(names))}")
+    try:
+        return kls(**sub)
+    except TypeError as e:
+        raise PixdiffError(f"bad [{name}] config: {e}") from None
+
+
+def _migrate(d: dict) -> dict:
+    """Configs written before σ_data was stored once kept a copy in [model]; move it to [loss]."""
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    model, loss = d.get("model", {}), d.setdefault("loss", {})
+    if "sigma_data" in model:
+        sd = model.pop("sigma_data")
+        if "sigma_data" in loss and loss["sigma_data"] != sd:
+            raise PixdiffError(f"config gives two σ_data: model {sd} and loss {loss['sigma_data']}; keep one "
+                               "(loss.sigma_data)")
+        loss["sigma_data"] = sd
+    return d
+
+
+# Fields that may change when resuming. All but one do not change what a step computes: the cosine
+# decay length is optim.decay_images, fixed when the run starts, so a longer or shorter run keeps
+# its learning rate at every step it shares with the original. optim.decay_images itself may be
+# changed on purpose, to re-plan the decay of an extended run from the resume step on.
 RESUME_MAY_CHANGE = {"run.images", "run.log_every_images", "run.ckpt_every_images", "run.sample_every_images",
-                     "run.keep", "run.max_nan_steps"}
+                     "run.keep", "run.max_nan_steps", "optim.decay_images"}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and k != "overrides":
+        if isinstance(v, dict) and v and k not in ("overrides", "schedule_options"):
             out.update(_flatten(v, key + "."))
         else:
             out[key] = list(v) if isinstance(v, tuple) else v
@@ -143,6 +219,19 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def diff_configs(old: dict, new: dict, ignore: set[str] = RESUME_MAY_CHANGE) -> list[str]:
-    """Dotted names of the fields that differ (``ignore``d ones aside)."""
+    """Dotted names of the fields that differ (``ignore``d ones aside), after both are read as
+    ``TrainConfig`` (so a config saved with defaults left out equals one that spells them)."""
+    try:
+        old, new = TrainConfig.from_dict(old).to_dict(), TrainConfig.from_dict(new).to_dict()
+    except PixdiffError:
+        pass
     a, b = _flatten(old), _flatten(new)
     return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k) != b.get(k))
+
+
+def warn_if_past_decay(cfg: TrainConfig) -> None:
+    o = cfg.optim
+    if o.decay == "cosine" and o.decay_images is not None and cfg.run.images > o.decay_images:
+        warnings.warn(f"training runs to {cfg.run.images} images but the cosine decay ends at {o.decay_images}: "
+                      "the steps past it have learning rate 0 (set optim.decay_images to re-plan the decay)",
+                      stacklevel=2)

@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from pixdiff import data as data_mod
-    from pixdiff.cli_sample import sample_checkpoint
+    from pixdiff.generate import load
     from pixdiff.config import TrainConfig
     from pixdiff.train import train
 
@@ -117,10 +117,11 @@ def main(argv=None) -> int:
     metrics["train_images"] = args.images
 
     t0 = time.perf_counter()
-    grid, labels = sample_checkpoint(ckpt, 100, args.sampler, args.steps, args.guidance, args.seed,
-                                     classes=[c for c in range(10) for _ in range(10)])
+    pipe = load(ckpt, device="cpu")
+    grid, labels = pipe.sample(100, [c for c in range(10) for _ in range(10)], args.sampler, args.steps,
+                               args.guidance, args.seed)
     data_mod.save_png(out / "samples.png", data_mod.image_grid(data_mod.from_uint8(grid), nrow=10), scale=4)
-    imgs, labels = sample_checkpoint(ckpt, args.n_eval, args.sampler, args.steps, args.guidance, args.seed + 1000)
+    imgs, labels = pipe.sample(args.n_eval, None, args.sampler, args.steps, args.guidance, args.seed + 1000)
     metrics["sample_seconds"] = time.perf_counter() - t0
 
     clf = digits_classifier()

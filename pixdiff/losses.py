@@ -1,16 +1,16 @@
 """Training objectives: (how t is drawn) × (weighting w̃(λ)) × (what the network predicts).
 
-Every loss is SiD2's weighted loss, written once over the denoiser's output x̂ (seed 004 eq. 2;
-ε-form in §2.1; derivations and the ε/x/v tables in docs/losses.md):
+Every loss is SiD2's weighted loss, written once over the denoiser's output x̂ (Hoogeboom et al.
+2025 (SiD2), eq. 2; ε-form in §2.1; derivations and the ε/x/v tables in docs/losses.md):
 
     L(x) = ½ E_t [ −dλ/dt · w̃(λ_t) · ‖ε − ε̂‖² ] = ½ E_t [ −dλ/dt · w̃(λ_t) · e^λ ‖x − x̂‖² ]
 
 The parameterisation (eps / x / v / EDM's F) lives in the Denoiser and only changes how x̂ is
 produced; the weighting (``pixdiff.weighting``) decides what the loss means. IDDPM's L_vlb and
-L_hybrid = L_simple + λ L_vlb (seed 000) add the discrete-chain terms of ``pixdiff.vlb``.
+L_hybrid = L_simple + λ L_vlb (Nichol & Dhariwal 2021, §3.1) add the discrete-chain terms of ``pixdiff.vlb``.
 
 Conventions: ``reduction='mean'`` averages over the D = C·H·W elements (DDPM's mean‖ε − ε̂‖², the
-scale every learning rate in the seeds was tuned for); ``'sum'`` gives nats per example (so
+scale every learning rate in the papers was tuned for); ``'sum'`` gives nats per example (so
 ``elbo`` + ``sum`` is the ELBO's λ-integral). The L_vlb term is in bits with the same reduction
 (bits/dim under 'mean', as IDDPM reports it).
 """
@@ -37,32 +37,41 @@ TSampling = Literal["uniform", "stratified", "low_discrepancy", "importance"]
 _T_EPS = 1e-6  # keep t off 0 and 1, where λ is ±∞ for iddpm_cosine and edm_lognormal
 
 
+def _h(default, help: str, **kw):
+    """A field whose ``help`` is the ``pixdiff train`` flag's help (pixdiff.config generates the flags)."""
+    if default in (dict, list):
+        return field(default_factory=default, metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
 @dataclass
 class LossConfig:
-    # What the loss means: one of pixdiff.weighting.WEIGHTINGS, or 'vlb' (IDDPM's pure L_vlb).
-    weighting: Weighting = "sigmoid"
-    # How λ is visited during training (only the estimator's variance depends on it, seed 004 §1.1).
-    schedule: str = "cosine"
-    schedule_options: dict = field(default_factory=dict)
-    # uniform; stratified (one t per 1/B stratum); low_discrepancy (VDM: u₀ + i/B mod 1);
-    # importance (seed 000's p_t ∝ sqrt(E[L_t²]), discrete chains with weighting='vlb' only).
-    t_sampling: TSampling = "stratified"
-    reduction: Literal["mean", "sum"] = "mean"
-    # sigmoid: b; None picks SiD2's per-resolution bias from the image side (0@128, −1@256, −3@512).
-    bias: float | None = None
-    # Time-shifted bias (seed 004 B.1): start here and move linearly to `bias` over the warm-up steps.
-    bias_start: float | None = None
-    bias_warmup_steps: int = 0
-    # Power loss (seed 004 A.1): sigmoid weighting per Haar sub-band; 0 = the plain sigmoid loss.
-    haar_levels: int = 0
-    # EDM (seed 003): σ_data of the data and the log-normal of ln s that the weighting integrates.
-    sigma_data: float = 0.5
-    p_mean: float = -1.2
-    p_std: float = 1.2
-    # L_hybrid = L + vlb_weight · L_vlb with stop-gradient on the mean (seed 000: 0.001).
-    vlb_weight: float = 0.0
-    # Reverse variance for L_vlb when the denoiser does not learn it: 'small' β̃ or 'large' β.
-    fixed_variance: Literal["small", "large"] = "small"
+    """One λ-weighted loss for every weighting (see docs/losses.md)."""
+
+    weighting: Weighting = _h("sigmoid", "loss weighting: one of pixdiff.weighting.WEIGHTINGS (e.g. sigmoid, "
+                                         "eps_mse, v_mse, edm, elbo) or vlb (IDDPM's pure L_vlb)")
+    # Only the estimator's variance depends on how λ is visited (Kingma & Gao 2023, §2; SiD2 §1.1).
+    schedule: str = _h("cosine", "training noise schedule: how logSNR is visited (see `pixdiff info --schedules`)",
+                       flag="train-schedule")
+    schedule_options: dict = _h(dict, "schedule options, KEY=VALUE with VALUE as JSON", flag="schedule-option")
+    t_sampling: TSampling = _h("stratified", "uniform; stratified (one t per 1/B stratum); low_discrepancy "
+                                             "(Kingma et al. 2021); importance (Nichol & Dhariwal 2021, vlb only)")
+    reduction: Literal["mean", "sum"] = _h("mean", "mean or sum over pixels")
+    bias: float | None = _h(None, "sigmoid weighting bias b (default: SiD2's per-resolution bias, "
+                                  "0 at 128 px, -1 at 256, -3 at 512)")
+    bias_start: float | None = _h(None, "time-shifted bias: start value, moved linearly to --bias over "
+                                        "--bias-warmup-steps (Hoogeboom et al. 2025, App. B.1)")
+    bias_warmup_steps: int = _h(0, "steps over which the time-shifted bias moves")
+    haar_levels: int = _h(0, "power loss: sigmoid weighting per Haar sub-band, this many levels "
+                             "(Hoogeboom et al. 2025, App. A.1); 0 = plain")
+    sigma_data: float = _h(0.5, "EDM's sigma_data: the data's standard deviation (Karras et al. 2022); used by "
+                                "--param edm and --weighting edm")
+    p_mean: float = _h(-1.2, "EDM's log-normal training distribution of ln sigma: mean (Karras et al. 2022)")
+    p_std: float = _h(1.2, "EDM's log-normal training distribution of ln sigma: standard deviation")
+    vlb_weight: float = _h(0.0, "L_hybrid = L + vlb_weight * L_vlb with stop-gradient on the mean "
+                                "(Nichol & Dhariwal 2021: 0.001)")
+    fixed_variance: Literal["small", "large"] = _h("small", "reverse variance for L_vlb without learn_sigma: "
+                                                           "small (beta tilde) or large (beta)")
 
     def __post_init__(self):
         if self.weighting not in (*WEIGHTINGS, "vlb"):
@@ -75,13 +84,21 @@ class LossConfig:
         if not (isinstance(self.haar_levels, int) and self.haar_levels >= 0):
             raise PixdiffError(f"haar_levels must be a non-negative integer (got {self.haar_levels!r})")
         if self.haar_levels and self.weighting != "sigmoid":
-            raise PixdiffError("the power loss (haar_levels > 0) is defined for weighting='sigmoid' (seed 004 A.1)")
+            raise PixdiffError("the power loss (haar_levels > 0) is defined for weighting='sigmoid' (Hoogeboom et al. 2025, App. A.1)")
         if self.bias_warmup_steps < 0 or (self.bias_warmup_steps > 0) != (self.bias_start is not None):
-            raise PixdiffError("a time-shifted bias needs both bias_start and bias_warmup_steps > 0 (seed 004 B.1)")
+            raise PixdiffError("a time-shifted bias needs both bias_start and bias_warmup_steps > 0 (Hoogeboom et al. 2025, App. B.1)")
         if self.bias_start is not None and self.bias is None:
-            raise PixdiffError("a time-shifted bias needs the end value `bias` too (seed 004 B.1 uses −3)")
+            raise PixdiffError("a time-shifted bias needs the end value `bias` too (Hoogeboom et al. 2025, App. B.1, uses −3)")
         if self.sigma_data <= 0 or self.p_std <= 0:
             raise PixdiffError("sigma_data and p_std must be positive")
+        if self.schedule == "edm_lognormal":  # the log-normal is stored once: p_mean, p_std
+            so = dict(self.schedule_options)
+            for k in ("p_mean", "p_std"):
+                if k in so and so[k] != getattr(self, k):
+                    raise PixdiffError(f"schedule_options {k}={so[k]} disagrees with the loss's {k}="
+                                       f"{getattr(self, k)}; set it once, as loss.{k}")
+                so.pop(k, None)
+            self.schedule_options = so
         if self.vlb_weight < 0:
             raise PixdiffError(f"vlb_weight must be non-negative (got {self.vlb_weight}); IDDPM uses 0.001")
         if self.fixed_variance not in ("small", "large"):
@@ -93,14 +110,17 @@ class LossConfig:
         if self.weighting == "vlb" and self.vlb_weight > 0:
             raise PixdiffError("weighting='vlb' is already the full L_vlb; leave vlb_weight at 0")
         if self.t_sampling == "importance" and self.weighting != "vlb":
-            raise PixdiffError("importance sampling of t is for weighting='vlb' (seed 000: it does not help L_hybrid)")
+            raise PixdiffError("importance sampling of t is for weighting='vlb' (Nichol & Dhariwal 2021, §3.3: it does not help L_hybrid)")
 
     def build_schedule(self) -> schedules.Schedule:
         # Cached per (name, options): loss_fn asks every step, and a 1000-step table is not free.
-        key = (self.schedule, repr(sorted(self.schedule_options.items())))
+        opts = dict(self.schedule_options)
+        if self.schedule == "edm_lognormal":
+            opts.update(p_mean=self.p_mean, p_std=self.p_std)
+        key = (self.schedule, repr(sorted(opts.items())))
         cached = self.__dict__.get("_schedule_cache")
         if cached is None or cached[0] != key:
-            self.__dict__["_schedule_cache"] = cached = (key, schedules.get(self.schedule, **self.schedule_options))
+            self.__dict__["_schedule_cache"] = cached = (key, schedules.get(self.schedule, **opts))
         return cached[1]
 
     def to_dict(self) -> dict:
@@ -173,7 +193,8 @@ def sample_t(batch_size: int, generator: torch.Generator | None, kind: str = "st
 def weighted_mse(x: torch.Tensor, x_hat: torch.Tensor, logsnr: torch.Tensor, log_weight: torch.Tensor,
                  reduction: str = "mean") -> torch.Tensor:
     """½ · W · e^λ ‖x − x̂‖² per example, W = −dλ/dt w̃(λ) given as its log (the x-space form of
-    ½ W ‖ε − ε̂‖², seed 004 §2.1); computed in float64 so e^{±15} weights keep their digits."""
+    ½ W ‖ε − ε̂‖², Hoogeboom et al. 2025, §2.1); computed in float64 so e^{±15} weights keep
+    their digits."""
     err = (x.to(torch.float64) - x_hat.to(torch.float64)).flatten(1) ** 2
     sq = err.mean(1) if reduction == "mean" else err.sum(1)
     return 0.5 * torch.exp(eps_to_x(log_weight, logsnr.to(torch.float64))).to(sq.device) * sq
@@ -181,9 +202,10 @@ def weighted_mse(x: torch.Tensor, x_hat: torch.Tensor, logsnr: torch.Tensor, log
 
 def power_loss(x: torch.Tensor, x_hat: torch.Tensor, logsnr: torch.Tensor, log_dlogsnr: torch.Tensor,
                bias: float, levels: int, reduction: str = "mean") -> torch.Tensor:
-    """SiD2's power loss (seed 004 A.1): PL = ½ Σ_s (−dλ/dt) e^{b} sigmoid(λ + b_s) ‖s‖² over the Haar
+    """SiD2's power loss (Hoogeboom et al. 2025, App. A.1):
+    PL = ½ Σ_s (−dλ/dt) e^{b} sigmoid(λ + b_s) ‖s‖² over the Haar
     sub-bands s of I = x̂ − x, with b_s = log 2 · l(s) − b. A low pass raises the logSNR by log 2, so
-    e^{b} sigmoid(λ + b_s) is the sigmoid's x-space weight at the band's logSNR; the seed omits the
+    e^{b} sigmoid(λ + b_s) is the sigmoid's x-space weight at the band's logSNR; the paper omits the
     constant e^{b}, kept here so that levels = 0 is exactly the sigmoid loss."""
     lam = logsnr.to(torch.float64).to(x.device)
     err = x_hat.to(torch.float64) - x.to(torch.float64)
@@ -243,7 +265,7 @@ def loss_fn(denoiser, x: torch.Tensor, cond, generator: torch.Generator | None, 
     logsnr = schedule.logsnr(t) if steps is None else schedule.logsnr_table[steps - 1]  # [B] float64
     if noise is None:
         noise = randn_like(x, generator)
-    z = process.diffuse(x, logsnr, noise)  # seed 004 eq. 1
+    z = process.diffuse(x, logsnr, noise)  # Hoogeboom et al. 2025, eq. 1
     out = predict(denoiser, z, logsnr, cond)
     log_dlogsnr = torch.log(-schedule.dlogsnr_dt(t))  # log(−dλ/dt) [B]
 
@@ -271,11 +293,11 @@ def loss_fn(denoiser, x: torch.Tensor, cond, generator: torch.Generator | None, 
 
 
 def _vlb_terms(config, schedule, x, z, out, steps, p_t) -> dict[str, torch.Tensor]:
-    """L_t in bits and the estimate L_vlb = L_t / p_t (seed 000 "Reducing gradient noise")."""
+    """L_t in bits and the estimate L_vlb = L_t / p_t (Nichol & Dhariwal 2021, §3.3)."""
     if config.weighting != "vlb" and out.var_interp is None:
         raise PixdiffError("L_hybrid's L_vlb term only trains a learned variance: build the Denoiser with "
                          "learn_sigma=True, or set vlb_weight=0")
-    # L_hybrid: the L_vlb term sees a stop-gradient mean, so it shapes only Σ_θ (seed 000).
+    # L_hybrid: the L_vlb term sees a stop-gradient mean, so it shapes only Σ_θ (Nichol & Dhariwal 2021, §3.1).
     x_hat = out.x_hat if config.weighting == "vlb" else out.x_hat.detach()
     l_t = vlb.vlb_term(x, z, x_hat, steps, schedule, out.var_interp, "discretized", config.fixed_variance)
     l_t = l_t.to(torch.float64).flatten(1)

@@ -23,8 +23,9 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -33,10 +34,11 @@ from pixdiff import checkpoint as ckpt_io
 from pixdiff.atomic import atomic_write, atomic_write_text
 from pixdiff import data as data_mod
 from pixdiff import losses, nets
-from pixdiff.config import TrainConfig, diff_configs
+from pixdiff.config import TrainConfig, diff_configs, warn_if_past_decay
 from pixdiff.denoiser import Denoiser
+from pixdiff.generate import build_denoiser
 
-__all__ = ["train", "build_denoiser", "TrainingStopped"]
+__all__ = ["train", "train_step", "TrainState", "StepResult", "build_denoiser", "ema_decay", "TrainingStopped"]
 
 
 class TrainingStopped(PixdiffError):
@@ -44,21 +46,6 @@ class TrainingStopped(PixdiffError):
 
 
 # --- pieces --------------------------------------------------------------------------------------
-
-
-def build_denoiser(cfg: TrainConfig, in_channels: int, num_classes: int) -> Denoiser:
-    net = nets.from_preset(cfg.model.preset, **_net_overrides(cfg, in_channels, num_classes))
-    return Denoiser(net, cfg.model.parameterization, cfg.model.sigma_data, learn_sigma=cfg.model.learn_sigma)
-
-
-def _net_overrides(cfg: TrainConfig, in_channels: int, num_classes: int) -> dict:
-    o = dict(cfg.model.overrides)
-    o.setdefault("in_channels", in_channels)
-    o.setdefault("resolution", cfg.data.resolution)
-    o.setdefault("num_classes", num_classes)
-    if cfg.model.learn_sigma:
-        o.setdefault("learn_sigma", True)
-    return o
 
 
 def _shard_generator(seed: int, step: int, shard: int) -> torch.Generator:
@@ -75,15 +62,6 @@ def _global_batch_indices(n: int, seed: int, step: int, batch: int) -> torch.Ten
         order = data_mod.epoch_order(n, seed, epoch)
         out.extend(order[pos : pos + batch - len(out)].tolist())
     return torch.tensor(out)
-
-
-def _lr(cfg: TrainConfig, images: int) -> float:
-    o = cfg.optim
-    warm = min(1.0, (images + o.batch) / o.warmup_images) if o.warmup_images > 0 else 1.0
-    if o.decay == "constant" or images < o.warmup_images:
-        return o.lr * warm
-    progress = min(1.0, (images - o.warmup_images) / max(1, cfg.run.images - o.warmup_images))
-    return o.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _dist_env() -> tuple[int, int]:
@@ -116,170 +94,265 @@ class _StopFlag:
             signal.signal(s, h)
 
 
+# --- the state of a run and one step ----------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """Everything a step reads or changes. ``images`` (images seen) is the whole RNG state: each
+    step's draws come from generators seeded by (seed, step, shard)."""
+
+    cfg: TrainConfig
+    loss_cfg: losses.LossConfig
+    denoiser: Denoiser
+    opt: torch.optim.Optimizer
+    ema: dict[str, torch.Tensor]
+    t_sampler: Any
+    x_all: torch.Tensor
+    y_all: torch.Tensor | None
+    num_classes: int
+    vector_data: bool
+    device: torch.device
+    rank: int
+    world: int
+    micro: int
+    accum: int
+    images: int = 0
+    nan_run: int = 0
+    nan_total: int = 0
+
+    @property
+    def step(self) -> int:
+        return self.images // self.cfg.optim.batch
+
+    @property
+    def params(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.denoiser.parameters() if p.requires_grad]
+
+
+@dataclass
+class StepResult:
+    loss: float | None  # mean loss of the global batch; None when the step was skipped
+    lr: float
+    grad_norm: float | None
+    finite: bool
+
+
+def _lr(cfg: TrainConfig, images: int) -> float:
+    """Linear warm-up, then constant or a cosine decay over ``optim.decay_images`` (fixed when the
+    run starts, so changing the training length on resume does not move the learning rate)."""
+    o = cfg.optim
+    warm = min(1.0, (images + o.batch) / o.warmup_images) if o.warmup_images > 0 else 1.0
+    if o.decay == "constant" or images < o.warmup_images:
+        return o.lr * warm
+    horizon = o.decay_images if o.decay_images is not None else cfg.run.images
+    progress = min(1.0, (images - o.warmup_images) / max(1, horizon - o.warmup_images))
+    return o.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def ema_decay(o, images: int) -> float:
+    """The EMA decay of the step that starts at ``images`` images seen.
+
+    Half-life form: after h images the old weights count one half, so β = 0.5^(B/h). With the
+    ramp-up the half-life is at most ``ema_rampup`` × the images seen so far (Karras et al. 2022,
+    training_loop ``ema_rampup_ratio``), so a short run does not average mostly initial weights.
+    Per-step decay form (e.g. SiD2's 0.9999): the ramp-up is min(β, (1 + n)/(10 + n)) at step n,
+    the ramp of TensorFlow's ExponentialMovingAverage that ADM and Imagen-style code use."""
+    rampup = o.ema_rampup or 0.0
+    if o.ema_decay is not None:
+        if rampup > 0:
+            n = images // o.batch
+            return min(o.ema_decay, (1.0 + n) / (10.0 + n))
+        return o.ema_decay
+    h = o.ema_halflife_images
+    if rampup > 0:
+        h = min(h, images * rampup)
+    return 0.5 ** (o.batch / h) if h > 0 else 0.0
+
+
+def train_step(st: TrainState) -> StepResult:
+    """One optimizer step on global batch ``st.step``: forward/backward over this rank's shards,
+    all-reduce, clip, Adam, EMA. A step whose loss or gradients are not finite is skipped (the
+    images still count, so the data order does not shift)."""
+    cfg, o = st.cfg, st.cfg.optim
+    step, lr = st.step, _lr(cfg, st.images)
+    for gr in st.opt.param_groups:
+        gr["lr"] = lr
+    st.opt.zero_grad(set_to_none=False)
+    idx = _global_batch_indices(len(st.x_all), cfg.run.seed, step, o.batch).to(st.device)
+    loss_sum = torch.zeros((), device=st.device, dtype=torch.float64)
+    autocast = torch.autocast(st.device.type, dtype=torch.bfloat16, enabled=cfg.run.bf16)
+    for m in range(st.accum):
+        shard = st.rank * st.accum + m
+        sl = idx[shard * st.micro : (shard + 1) * st.micro]
+        g = _shard_generator(cfg.run.seed, step, shard)
+        torch.manual_seed(g.initial_seed())  # network dropout
+        x = st.x_all[sl]
+        if cfg.data.hflip:
+            x = data_mod.flip_horizontal(x, g)
+        cond = None
+        if st.y_all is not None:
+            cond = st.y_all[sl].clone()
+            drop = torch.rand(cond.shape[0], generator=g).to(st.device) < cfg.data.p_uncond
+            cond[drop] = st.num_classes  # the null label: label dropout of Ho & Salimans 2022, Alg. 1
+        with autocast:
+            per_example = losses.loss_fn(st.denoiser, x, cond, g, st.loss_cfg, step, sampler=st.t_sampler,
+                                         check_range=not st.vector_data).loss
+        loss = per_example.float().mean() / st.accum
+        loss.backward()
+        loss_sum += loss.detach().double()
+    params = st.params
+    if not _all_finite(loss_sum, params, st.world):
+        st.nan_run, st.nan_total = st.nan_run + 1, st.nan_total + 1
+        st.images += o.batch
+        return StepResult(None, lr, None, False)
+    st.nan_run = 0
+    if st.world > 1:
+        _all_reduce_grads(params, st.world)
+        dist.all_reduce(loss_sum)
+        loss_sum /= st.world
+    gnorm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip if o.grad_clip > 0 else float("inf"))
+    st.opt.step()
+    beta = ema_decay(o, st.images)
+    with torch.no_grad():
+        for k, v in st.denoiser.state_dict().items():
+            if v.dtype.is_floating_point:
+                st.ema[k].mul_(beta).add_(v.float(), alpha=1.0 - beta)
+            else:
+                st.ema[k].copy_(v)
+    st.images += o.batch
+    return StepResult(float(loss_sum), lr, float(gnorm), True)
+
+
 # --- the loop -------------------------------------------------------------------------------------
+
+
+def _crossed(images: int, batch: int, every: int) -> bool:
+    """Did the step that ended at ``images`` cross a multiple of ``every``?"""
+    return every > 0 and images // every > (images - batch) // every
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
           device: str | torch.device | None = None) -> Path:
     """Train per ``cfg`` into ``out_dir``; returns the path of the final checkpoint."""
     out = Path(out_dir)
+    st, ds, meta = _setup(cfg, out, resume, device, progress)
+    cfg, o, r = st.cfg, st.cfg.optim, st.cfg.run
+
+    def save_checkpoint():
+        if st.rank != 0:
+            return None
+        opt_tensors, opt_meta = ckpt_io.optimizer_to_flat(st.opt)
+        state = {"config": cfg.to_dict(), "optim": opt_meta, "images": st.images, "step": st.step,
+                 "nan_total": st.nan_total, "t_sampler": st.t_sampler.state_dict() if st.t_sampler else None,
+                 "meta": meta, "rng": _rng_states(r.seed, st.step), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        return ckpt_io.save(out, st.images, state, st.denoiser.state_dict(), st.ema, opt_tensors, r.keep)
+
+    log_f = open(out / "log.jsonl", "a") if st.rank == 0 else None
+    bar = _progress(r.images, st.images, enabled=progress and st.rank == 0)
+    last_ckpt, t_log, img_log = None, time.perf_counter(), st.images
+    with _StopFlag() as stop:
+        while st.images < r.images:
+            res = train_step(st)
+            if not res.finite:
+                if st.nan_run >= r.max_nan_steps:
+                    kept = ckpt_io.list_checkpoints(out)
+                    raise TrainingStopped(
+                        f"loss was not finite for {st.nan_run} steps in a row (at {st.images} images); stopped. "
+                        f"Last good checkpoint: {kept[-1] if kept else 'none'}. Try a lower --lr or bf16 off.")
+                continue
+            bar.update(o.batch)
+            if st.rank == 0 and (_crossed(st.images, o.batch, r.log_every_images) or st.images >= r.images):
+                now = time.perf_counter()
+                rec = {"step": st.step, "images": st.images, "loss": res.loss, "lr": res.lr,
+                       "grad_norm": res.grad_norm, "img_per_s": (st.images - img_log) / max(now - t_log, 1e-9),
+                       "nan_total": st.nan_total}
+                log_f.write(json.dumps(rec) + "\n")
+                log_f.flush()
+                bar.set_postfix(loss=f"{res.loss:.4f}", img_s=f"{rec['img_per_s']:.0f}")
+                t_log, img_log = now, st.images
+            if _crossed(st.images, o.batch, r.ckpt_every_images):
+                last_ckpt = save_checkpoint()
+            if st.rank == 0 and _crossed(st.images, o.batch, r.sample_every_images):
+                write_sample_grid(st.denoiser, st.ema, ds, st.num_classes, out / "samples" / f"{st.images:012d}.png",
+                                  r.seed)
+            if stop.signal is not None:
+                break
+    bar.close()
+    if log_f:
+        log_f.close()
+    if last_ckpt is None or last_ckpt.name != f"ckpt-{st.images:012d}":
+        last_ckpt = save_checkpoint()
+    if st.world > 1:
+        dist.barrier()
+    if st.rank == 0:
+        plot_loss_curve(out / "log.jsonl", out / "loss.png")
+        if len(ds.shape) == 3 and stop.signal is None:
+            write_sample_grid(st.denoiser, st.ema, ds, st.num_classes, out / "samples.png", r.seed)
+    return last_ckpt if last_ckpt is not None else out
+
+
+def _setup(cfg: TrainConfig, out: Path, resume: bool, device, progress: bool):
+    """Data, network, optimizer and EMA of a new run, or of the run in ``out`` resumed from its
+    newest valid checkpoint; writes config.json."""
     rank, world = _dist_env()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+    cfg = TrainConfig.from_dict(cfg.to_dict())  # our own copy: the decay horizon is resolved below
+    existing = ckpt_io.list_checkpoints(out)
+    if existing and not resume:
+        raise PixdiffError(f"{out} already holds checkpoints; pass --resume to continue it, or choose another --out")
+    ck = ckpt_io.load(out) if resume and existing else None
+    if cfg.optim.decay_images is None:  # fixed once, when the run starts
+        cfg.optim.decay_images = (ck.state["config"]["run"]["images"] if ck is not None else cfg.run.images)
+    warn_if_past_decay(cfg)
 
     ds = data_mod.load(cfg.data.name, cfg.data.resolution, cfg.data.channels, split="train")
     conditional = cfg.data.conditional and ds.labels is not None
     num_classes = ds.num_classes if conditional else 0
-    o, r = cfg.optim, cfg.run
+    o = cfg.optim
     if o.batch % world:
         raise PixdiffError(f"global batch {o.batch} is not divisible by the {world} processes")
     local = o.batch // world
     micro = o.micro_batch or local
     if local % micro:
         raise PixdiffError(f"micro_batch {micro} does not divide the per-process batch {local}")
-    accum = local // micro
-
     vector_data = len(ds.shape) == 1
     if vector_data != (nets.preset_config(cfg.model.preset).kind == "mlp"):
         raise PixdiffError(f"data {cfg.data.name!r} of shape {ds.shape} needs "
-                         + ("--preset mlp" if vector_data else f"an image network, not --preset {cfg.model.preset}"))
-    torch.manual_seed(r.seed)  # initial weights
+                           + ("--preset mlp" if vector_data else f"an image network, not --preset {cfg.model.preset}"))
+    torch.manual_seed(cfg.run.seed)  # initial weights
     denoiser = build_denoiser(cfg, ds.shape[0], num_classes).to(device)
-    loss_cfg = losses.LossConfig(**cfg.loss)
-    t_sampler = losses.make_sampler(loss_cfg)  # IDDPM importance sampling keeps state; else None
+    loss_cfg = cfg.loss
     params = [p for p in denoiser.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-    ema = {k: v.detach().clone().float() for k, v in denoiser.state_dict().items()}
-    images, nan_run, nan_total = 0, 0, 0
+    st = TrainState(cfg, loss_cfg, denoiser, opt, {k: v.detach().clone().float() for k, v in denoiser.state_dict().items()},
+                    losses.make_sampler(loss_cfg), ds.images.to(device),
+                    ds.labels.to(device) if conditional else None, num_classes, vector_data, device, rank, world,
+                    micro, local // micro)
     meta = {"num_classes": num_classes, "in_channels": ds.shape[0], "class_names": ds.class_names,
             "net_kind": denoiser.net.config.kind if hasattr(denoiser.net, "config") else None,
             "net_config": asdict(denoiser.net.config) if hasattr(denoiser.net, "config") else None,
             "dataset": ds.name, "data_shape": list(ds.shape)}
-
-    existing = ckpt_io.list_checkpoints(out)
-    if existing and not resume:
-        raise PixdiffError(f"{out} already holds checkpoints; pass --resume to continue it, or choose another --out")
-    if resume and existing:
-        ck = ckpt_io.load(out)
+    if ck is not None:
         changed = diff_configs(ck.state["config"], cfg.to_dict())
         if changed:
             raise PixdiffError(f"cannot resume {out} with a different config; differing fields: {', '.join(changed)}")
         denoiser.load_state_dict(ck.model)
-        ema = {k: v.float() for k, v in ck.ema.items()}
+        st.ema = {k: v.float().to(device) for k, v in ck.ema.items()}
         ckpt_io.optimizer_from_flat(opt, ck.optim, ck.state["optim"])
-        images, nan_total = ck.state["images"], ck.state.get("nan_total", 0)
-        if t_sampler is not None:
-            t_sampler.load_state_dict(ck.state["t_sampler"])
-        _truncate_log(out / "log.jsonl", images)
+        st.images, st.nan_total = ck.state["images"], ck.state.get("nan_total", 0)
+        if st.t_sampler is not None:
+            st.t_sampler.load_state_dict(ck.state["t_sampler"])
+        _truncate_log(out / "log.jsonl", st.images)
         if rank == 0 and progress:
-            print(f"resumed {ck.path} at {images} images", file=sys.stderr)
-
-    def save_checkpoint():
-        if rank != 0:
-            return None
-        opt_tensors, opt_meta = ckpt_io.optimizer_to_flat(opt)
-        state = {"config": cfg.to_dict(), "optim": opt_meta, "images": images,
-                 "step": images // o.batch, "nan_total": nan_total, "t_sampler": t_sampler.state_dict() if t_sampler else None,
-                 "meta": meta, "rng": _rng_states(r.seed, images // o.batch),
-                 "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        return ckpt_io.save(out, images, state, denoiser.state_dict(), ema, opt_tensors, r.keep)
-
+            print(f"resumed {ck.path} at {st.images} images", file=sys.stderr)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.json", cfg.to_json() + "\n")
-    log_f = open(out / "log.jsonl", "a") if rank == 0 else None
-    if o.ema_decay is not None:
-        ema_decay = o.ema_decay
-    else:  # half-life h images: after h/B steps the old weights count one half
-        ema_decay = 0.5 ** (o.batch / o.ema_halflife_images) if o.ema_halflife_images > 0 else 0.0
-    bar = _progress(r.images, images, enabled=progress and rank == 0)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=r.bf16)
-    last_ckpt, t_log, img_log = None, time.perf_counter(), images
-    x_all = ds.images.to(device)
-    y_all = ds.labels.to(device) if conditional else None
-
-    with _StopFlag() as stop:
-        while images < r.images:
-            step = images // o.batch
-            lr = _lr(cfg, images)
-            for gr in opt.param_groups:
-                gr["lr"] = lr
-            opt.zero_grad(set_to_none=False)
-            idx = _global_batch_indices(len(ds), r.seed, step, o.batch).to(device)
-            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-            for m in range(accum):
-                shard = rank * accum + m
-                sl = idx[shard * micro : (shard + 1) * micro]
-                g = _shard_generator(r.seed, step, shard)
-                torch.manual_seed(g.initial_seed())  # network dropout
-                x = x_all[sl]
-                if cfg.data.hflip:
-                    x = data_mod.flip_horizontal(x, g)
-                cond = None
-                if conditional:
-                    cond = y_all[sl].clone()
-                    drop = torch.rand(cond.shape[0], generator=g).to(device) < cfg.data.p_uncond
-                    cond[drop] = num_classes  # the null label (seed 001: drop the label with p_uncond)
-                with autocast:
-                    per_example = losses.loss_fn(denoiser, x, cond, g, loss_cfg, step, sampler=t_sampler,
-                                                 check_range=not vector_data).loss
-                loss = per_example.float().mean() / accum
-                loss.backward()
-                loss_sum += loss.detach().double()
-            finite = _all_finite(loss_sum, params, world)
-            if not finite:
-                nan_run, nan_total = nan_run + 1, nan_total + 1
-                if nan_run >= r.max_nan_steps:
-                    kept = ckpt_io.list_checkpoints(out)
-                    raise TrainingStopped(
-                        f"loss was not finite for {nan_run} steps in a row (at {images} images); stopped. "
-                        f"Last good checkpoint: {kept[-1] if kept else 'none'}. Try a lower --lr or bf16 off.")
-                images += o.batch
-                continue
-            nan_run = 0
-            if world > 1:
-                _all_reduce_grads(params, world)
-                dist.all_reduce(loss_sum)
-                loss_sum /= world
-            gnorm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip if o.grad_clip > 0 else float("inf"))
-            opt.step()
-            with torch.no_grad():
-                for k, v in denoiser.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        ema[k].mul_(ema_decay).add_(v.float(), alpha=1.0 - ema_decay)
-                    else:
-                        ema[k].copy_(v)
-            images += o.batch
-            bar.update(o.batch)
-            if rank == 0 and (images // r.log_every_images > (images - o.batch) // r.log_every_images or images >= r.images):
-                now = time.perf_counter()
-                rec = {"step": step + 1, "images": images, "loss": float(loss_sum), "lr": lr,
-                       "grad_norm": float(gnorm), "img_per_s": (images - img_log) / max(now - t_log, 1e-9),
-                       "nan_total": nan_total}
-                log_f.write(json.dumps(rec) + "\n")
-                log_f.flush()
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.0f}")
-                t_log, img_log = now, images
-            if r.ckpt_every_images and images // r.ckpt_every_images > (images - o.batch) // r.ckpt_every_images:
-                last_ckpt = save_checkpoint()
-            if rank == 0 and r.sample_every_images and images // r.sample_every_images > (images - o.batch) // r.sample_every_images:
-                write_sample_grid(denoiser, ema, ds, num_classes, out / "samples" / f"{images:012d}.png", r.seed)
-            if stop.signal is not None:
-                break
-    bar.close()
-    if log_f:
-        log_f.close()
-    if last_ckpt is None or last_ckpt.name != f"ckpt-{images:012d}":
-        last_ckpt = save_checkpoint()
-    if world > 1:
-        dist.barrier()
-    if rank == 0:
-        plot_loss_curve(out / "log.jsonl", out / "loss.png")
-        if len(ds.shape) == 3 and stop.signal is None:
-            write_sample_grid(denoiser, ema, ds, num_classes, out / "samples.png", r.seed)
-    return last_ckpt if last_ckpt is not None else out
+    return st, ds, meta
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
-"""`pixdiff train-classifier`: the noisy classifier p_φ(y | z_t) of classifier guidance (seed 000,
-"Classifier guidance": a classifier trained on noised images, conditioned on the noise level).
+"""`pixdiff train-classifier`: the noisy classifier p_φ(y | z_t) of classifier guidance (Dhariwal &
+Nichol 2021, §4: a classifier trained on noised images, conditioned on the noise level).
 
 Each step draws t ~ U(0, 1) per image on the training schedule (default ``cosine``), noises the
 batch, z = α x + σ ε, and minimises the cross-entropy of the true label. The checkpoint has the
@@ -67,14 +67,14 @@ def train_classifier(out: str | Path, data: str = "digits", resolution: int = 16
     return ckpt_io.save(out, steps * batch, state, sd, sd, {}, keep=1)
 
 
-def load_classifier(path: str | Path):
+def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
     """``classifier(z, logsnr) -> logits`` from a `pixdiff train-classifier` checkpoint."""
     ck = ckpt_io.load(path)
     if ck.state.get("kind") != "classifier":
         raise PixdiffError(f"{ck.path} is not a noisy-classifier checkpoint (made by `pixdiff train-classifier`)")
     net = nets.build(ck.state["net_kind"], ck.state["net_config"])
     net.load_state_dict(ck.model)
-    net.eval()
+    net.eval().to(device)
 
     def classifier(z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
         return net(z.float(), torch.as_tensor(logsnr).float().expand(z.shape[0])).to(z.dtype)

@@ -1,0 +1,192 @@
+"""Sampling a trained run from Python: ``pixdiff.load(run).sample(n)``.
+
+    pipe = pixdiff.load("runs/digits")                    # newest valid checkpoint, EMA weights
+    images, labels = pipe.sample(100, classes=[3], sampler="heun", steps=18, seed=0)
+
+``images`` is uint8 N×H×W×C, bit-identical to ``pixdiff sample --ckpt runs/digits --n 100
+--classes 3 --seed 0 --out x.npz`` (the program calls this code). Image i is drawn from its own
+generator seeded ``seed + i`` (as EDM's StackedRandomGenerator does), so it does not depend on
+the batch it was drawn in or on how many others were drawn with it.
+
+The network is rebuilt from the network config saved in the checkpoint, never from the preset's
+current definition: editing a preset does not change what an old checkpoint loads into.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from pixdiff import checkpoint as ckpt_io
+from pixdiff import data as data_mod
+from pixdiff import nets
+from pixdiff.config import TrainConfig
+from pixdiff.denoiser import Denoiser
+from pixdiff.errors import PixdiffError
+
+__all__ = ["Pipeline", "load", "load_denoiser", "build_denoiser", "resolve_device"]
+
+WEIGHTS = ("ema", "raw")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` means the GPU when there is one, else the CPU; a named device must exist."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise PixdiffError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PixdiffError(f"device {device!r} asked for, but this machine has no CUDA GPU")
+    return dev
+
+
+def build_denoiser(cfg: TrainConfig, in_channels: int, num_classes: int, net_config: dict | None = None,
+                   net_kind: str | None = None) -> Denoiser:
+    """The denoiser of a run: from the saved network config when given, else from the preset."""
+    if net_config is not None:
+        net = nets.build(net_kind or net_config.get("kind"), net_config)
+    else:
+        o = dict(cfg.model.overrides)
+        o.setdefault("in_channels", in_channels)
+        o.setdefault("resolution", cfg.data.resolution)
+        o.setdefault("num_classes", num_classes)
+        if cfg.model.learn_sigma:
+            o.setdefault("learn_sigma", True)
+        net = nets.from_preset(cfg.model.preset, **o)
+    return Denoiser(net, cfg.model.parameterization, cfg.loss.sigma_data, learn_sigma=cfg.model.learn_sigma)
+
+
+def load_denoiser(path: str | Path, weights: str = "ema", device: str | torch.device | None = "cpu"):
+    """``(denoiser, checkpoint)`` from a run folder or a checkpoint folder; ``weights`` = ema | raw."""
+    if weights not in WEIGHTS:
+        raise PixdiffError(f"weights must be 'ema' or 'raw' (got {weights!r})")
+    ck = ckpt_io.load(path)
+    if ck.state.get("kind") == "classifier":
+        raise PixdiffError(f"{ck.path} is a noisy classifier (pixdiff train-classifier), not a diffusion run")
+    cfg = TrainConfig.from_dict(ck.state["config"])
+    meta = ck.state["meta"]
+    den = build_denoiser(cfg, meta["in_channels"], meta["num_classes"], meta.get("net_config"), meta.get("net_kind"))
+    try:
+        den.load_state_dict(ck.ema if weights == "ema" else ck.model)
+    except RuntimeError as e:
+        raise ckpt_io.CheckpointError(f"{ck.path}: weights do not fit the saved config ({str(e).splitlines()[0]})") from None
+    den.eval().to(resolve_device(device))
+    den.num_classes = meta["num_classes"]
+    den.null_label = meta["num_classes"] if meta["num_classes"] else None
+    return den, ck
+
+
+def _labels_for(n: int, classes: Sequence[int] | None, num_classes: int) -> torch.Tensor | None:
+    if num_classes == 0:
+        if classes:
+            raise PixdiffError("this model is unconditional; give no classes")
+        return None
+    cl = list(classes) if classes else list(range(num_classes))
+    bad = [c for c in cl if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < num_classes]
+    if bad:
+        raise PixdiffError(f"class(es) {bad} out of range: the model has classes 0..{num_classes - 1}")
+    return torch.tensor([int(cl[i % len(cl)]) for i in range(n)])
+
+
+@dataclass
+class Pipeline:
+    """A trained run, ready to sample. ``denoiser(z, logsnr, cond) -> x̂`` is the EMA (or raw) model."""
+
+    denoiser: Denoiser
+    config: TrainConfig
+    checkpoint: Path
+    weights: str
+    device: torch.device
+    meta: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.meta.get("class_names")
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        c = self.config.data
+        return tuple(self.meta.get("data_shape") or (c.channels, c.resolution, c.resolution))
+
+    def guided(self, guidance: float = 0.0, guidance_interval=None, classifier=None, guide_ckpt=None,
+               conditional: bool = True):
+        """The denoiser with the one guidance method asked for (w = 0: the unguided model).
+
+        ``guidance`` is the weight w of classifier-free guidance x̃ = (1 + w) x̂_c − w x̂_u
+        (Ho & Salimans 2022) by default; the classifier scale s with ``classifier`` (a noisy
+        classifier checkpoint, Dhariwal & Nichol 2021); with ``guide_ckpt`` autoguidance by that
+        weaker run, D + w (D − D_weak) (Karras et al. 2024)."""
+        from pixdiff import guidance as guidance_mod
+
+        w = float(guidance or 0.0)
+        if classifier is not None and guide_ckpt is not None:
+            raise PixdiffError("choose one of classifier guidance and autoguidance, not both")
+        if classifier is not None:
+            from pixdiff.train_classifier import load_classifier
+
+            clf = load_classifier(classifier, device=self.device)
+            return guidance_mod.classifier(self.denoiser, clf, w, conditional=self.num_classes > 0), clf.num_classes
+        if guide_ckpt is not None:
+            weak, _ = load_denoiser(guide_ckpt, self.weights, self.device)
+            return guidance_mod.autoguidance(self.denoiser, weak, w, convention="cfg"), self.num_classes
+        if w and not (conditional and self.num_classes):
+            raise PixdiffError("guidance needs a class-conditional model (or a classifier / a guide checkpoint)")
+        if w:
+            return guidance_mod.classifier_free(self.denoiser, w, interval=guidance_interval), self.num_classes
+        return self.denoiser, self.num_classes
+
+    @torch.no_grad()
+    def sample(self, n: int, classes: Sequence[int] | None = None, sampler: str = "heun", steps: int | None = 18,
+               guidance: float = 0.0, seed: int = 0, batch: int | None = None, *, guidance_interval=None,
+               classifier=None, guide_ckpt=None, progress: bool = False, **options):
+        """Draw ``n`` images: ``(images uint8 [n, H, W, C], labels int64 [n] or None)``.
+
+        ``classes`` are cycled through (default: every class); ``steps=None`` is the sampler's
+        default; ``batch`` images go through the network at once (default 256). 2-D toy runs
+        return float points [n, 2] instead of images. ``options`` go to ``pixdiff.sample``
+        (the sampler's own options, e.g. ``eta`` for ddim)."""
+        from tqdm import tqdm
+
+        from pixdiff import samplers
+
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise PixdiffError(f"n must be a positive integer (got {n!r})")
+        batch = 256 if batch is None else batch
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise PixdiffError(f"batch must be a positive integer (got {batch!r})")
+        samplers.get(sampler)  # a bad name fails before any work
+        model, label_classes = self.guided(guidance, guidance_interval, classifier, guide_ckpt)
+        labels = _labels_for(n, classes, label_classes)
+        shape = self.data_shape
+        out = []
+        for lo in tqdm(range(0, n, batch), desc="sample", disable=not progress, unit="batch"):
+            hi = min(n, lo + batch)
+            gens = [torch.Generator().manual_seed(seed + i) for i in range(lo, hi)]
+            cond = None if labels is None else labels[lo:hi].to(self.device)
+            x = samplers.sample(model, (hi - lo, *shape), sampler=sampler, steps=steps, cond=cond, generator=gens,
+                                device=self.device, **options)
+            out.append(x.float().clamp(-1, 1).cpu())
+        x = torch.cat(out)
+        lab = None if labels is None else labels.numpy()
+        if len(shape) == 1:  # vector (2-D toy) data: no pixels to quantise
+            return x.numpy(), lab
+        return data_mod.to_uint8(x), lab
+
+
+def load(run_or_checkpoint: str | Path, device: str | torch.device | None = None, weights: str = "ema") -> Pipeline:
+    """A trained run (its newest valid checkpoint) or one checkpoint folder, ready to sample.
+
+    ``device=None`` picks the GPU when there is one; ``weights`` is ``ema`` (default) or ``raw``."""
+    dev = resolve_device(device)
+    den, ck = load_denoiser(run_or_checkpoint, weights, dev)
+    return Pipeline(den, TrainConfig.from_dict(ck.state["config"]), ck.path, weights, dev, dict(ck.state["meta"]))
