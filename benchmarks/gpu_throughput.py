@@ -4,7 +4,8 @@ One training step = forward + MSE backward + AdamW step of the bare network unde
 (weights and optimizer state fp32), on random inputs of the preset's shape with random logSNR and
 class labels, eager and under ``torch.compile``. MFU = model FLOPs per step / step time / the
 device's dense bf16 peak, with model FLOPs = 3 × ``pixdiff.nets.count_flops`` (forward) × batch
-(backward ≈ 2 × forward; matmuls and convolutions only, as seed 004 App. A.2 counts them).
+(backward ≈ 2 × forward; matmuls and convolutions only, as Hoogeboom et al. 2025 (SiD2), App. A.2,
+count them).
 Target (issue 10): ≥ 40 % MFU for the U-ViT preset (sid2-s).
 
 Without a CUDA device it prints "no CUDA device: skipped" and exits 0 (so `make bench` passes on CPU);

@@ -15,7 +15,7 @@ from pixdiff.nets import UViTConfig
 def rows() -> list[str]:
     out = [
         "| preset | kind | resolution | in ch | downsampling | params | GFLOPs / image "
-        "| seed 004 A.2 estimate ×2 |",
+        "| SiD2 App. A.2 estimate ×2 |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in nets.available():

@@ -1,7 +1,7 @@
 """An exact oracle: a Gaussian mixture whose noisy marginals, denoiser and score are closed-form.
 
-Data x ~ Σ_k w_k N(μ_k, Σ_k). Under the VP process z = α x + σ ε (seed 004 eq. 1) each component
-stays Gaussian, z | k ~ N(α μ_k, C_k) with C_k = α² Σ_k + σ² I, so
+Data x ~ Σ_k w_k N(μ_k, Σ_k). Under the VP process z = α x + σ ε (Hoogeboom et al. 2025 (SiD2),
+eq. 1) each component stays Gaussian, z | k ~ N(α μ_k, C_k) with C_k = α² Σ_k + σ² I, so
 
     p(k | z)     ∝ w_k N(z; α μ_k, C_k)
     E[x | z, k]  = μ_k + α Σ_k C_k⁻¹ (z − α μ_k)                 (Gaussian conditioning)

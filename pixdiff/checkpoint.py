@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["CheckpointError", "Checkpoint", "save", "load", "list_checkpoints", "latest", "state_dict_to_flat",
+__all__ = ["CheckpointError", "CheckpointWriteError", "Checkpoint", "save", "remove_stale_temporaries", "load", "list_checkpoints", "latest", "state_dict_to_flat",
            "optimizer_to_flat", "optimizer_from_flat"]
 
 STATE = "state.json"
@@ -39,6 +39,13 @@ FILES = ("model.safetensors", "ema.safetensors", "optim.safetensors")
 
 class CheckpointError(PixdiffError):
     """A checkpoint is missing, truncated, corrupt, or does not fit the model."""
+
+
+class CheckpointWriteError(PixdiffError):
+    """A checkpoint could not be written (disk full, no permission); nothing half-written is left
+    and every older checkpoint is kept. The program exits with its own code, 3."""
+
+    exit_code = 3
 
 
 @dataclass
@@ -88,30 +95,51 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
 
 
 def save(run_dir: str | Path, images: int, state: dict, model: dict, ema: dict, optim: dict, keep: int = 3) -> Path:
-    """Write checkpoint ``ckpt-<images>`` atomically; keep the newest ``keep``. Returns its path."""
+    """Write checkpoint ``ckpt-<images>`` atomically; keep the newest ``keep``. Returns its path.
+
+    A failed write (disk full, permission) removes its temporary folder, keeps every older
+    checkpoint and raises ``CheckpointWriteError`` in one line."""
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"ckpt-{images:012d}"
     tmp = root / f".tmp-ckpt-{images:012d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    hashes = {}
-    for name, tensors in zip(FILES, (model, ema, optim)):
-        save_file(state_dict_to_flat(tensors), str(tmp / name))
-        hashes[name] = _sha256(tmp / name)
-    doc = dict(state, images=images, files=hashes)
-    with open(tmp / STATE, "w") as f:
-        json.dump(doc, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    if final.exists():  # re-saving the same step (e.g. SIGTERM right after a periodic save)
-        old = root / f".old-{final.name}-{os.getpid()}"
-        final.rename(old)
-        shutil.rmtree(old, ignore_errors=True)
-    tmp.rename(final)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        hashes = {}
+        for name, tensors in zip(FILES, (model, ema, optim)):
+            save_file(state_dict_to_flat(tensors), str(tmp / name))
+            hashes[name] = _sha256(tmp / name)
+        doc = dict(state, images=images, files=hashes)
+        with open(tmp / STATE, "w") as f:
+            json.dump(doc, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        if final.exists():  # re-saving the same step (e.g. SIGTERM right after a periodic save)
+            old = root / f".old-{final.name}-{os.getpid()}"
+            final.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        tmp.rename(final)
+    except Exception as e:  # noqa: BLE001 - safetensors reports a full disk as its own error type
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, (OSError,)) or type(e).__name__ == "SafetensorError":
+            raise CheckpointWriteError(f"could not write checkpoint {final} ({type(e).__name__}: "
+                                       f"{str(e).splitlines()[0] if str(e) else 'no detail'}); older checkpoints "
+                                       "are kept") from None
+        raise
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Remove ``.tmp-ckpt-*`` / ``.old-*`` folders left by processes that died mid-write. Call it
+    only while holding the run's lock (``pixdiff.runlock``): then no live writer owns them."""
+    root = Path(run_dir) / "checkpoints"
+    gone = [p for pat in (".tmp-ckpt-*", ".old-*") for p in root.glob(pat)] if root.is_dir() else []
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    return gone
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -92,8 +93,10 @@ class OptimConfig:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
-        if self.lr <= 0 or self.batch < 1 or self.micro_batch < 0:
-            raise PixdiffError("lr must be positive, batch >= 1 and micro_batch >= 0")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise PixdiffError(f"--lr must be a finite number > 0 (got {self.lr})")
+        if self.batch < 1 or self.micro_batch < 0:
+            raise PixdiffError(f"--batch must be >= 1 and --micro-batch >= 0 (got {self.batch}, {self.micro_batch})")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise PixdiffError(f"ema_decay must lie in [0, 1) (got {self.ema_decay})")
         if self.ema_rampup is not None and self.ema_rampup < 0:

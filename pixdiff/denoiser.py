@@ -3,16 +3,18 @@
     denoiser(z, logsnr, cond=None) -> x̂        (VP state z, logsnr [B], labels or None)
 
 A backbone is any ``nn.Module`` called as ``net(x_in, logsnr, cond)``; what its output means is
-the parameterisation (seed 001 ε-prediction; seed 004 v-prediction; seed 003 EDM's F):
+the parameterisation (ε-prediction, Ho et al. 2020; v-prediction, Salimans & Ho 2022 as used by
+Hoogeboom et al. 2025 (SiD2); EDM's F, Karras et al. 2022):
 
     eps   x̂ = (z − σ ε̂)/α
     x     x̂ = net output
     v     x̂ = α z − σ v̂                           (v = α ε − σ x)
-    edm   x̂ = c_skip x_σ + c_out F(c_in x_σ, λ)    (x_σ = z/α, s = exp(−λ/2); seed 003 EDM
-                                                    Table 1; the net sees λ = −8 c_noise)
+    edm   x̂ = c_skip x_σ + c_out F(c_in x_σ, λ)    (x_σ = z/α, s = exp(−λ/2); Karras et al.
+                                                    2022, Table 1; the net sees λ = −8 c_noise)
 
-With ``learn_sigma`` (IDDPM, seed 000) the backbone returns twice the channels; the second half is
-the raw output v ∈ [−1, 1] and ``predict`` returns the fraction f = (v + 1)/2 beside x̂, so that
+With ``learn_sigma`` (IDDPM, Nichol & Dhariwal 2021, §3.1) the backbone returns twice the
+channels; the second half is the raw output v ∈ [−1, 1] and ``predict`` returns the fraction
+f = (v + 1)/2 beside x̂, so that
 log Σ = f log β_t + (1 − f) log β̃_t (IDDPM's code convention for the paper's interpolation).
 """
 
@@ -37,7 +39,7 @@ PARAMETERIZATIONS = ("eps", "x", "v", "edm")
 @dataclass
 class DenoiserOutput:
     x_hat: torch.Tensor  # [B, C, H, W]
-    var_interp: torch.Tensor | None = None  # IDDPM's v ∈ [0, 1] per pixel (seed 000), or None
+    var_interp: torch.Tensor | None = None  # IDDPM's v ∈ [0, 1] (Nichol & Dhariwal 2021), or None
 
 
 class Denoiser(nn.Module):
@@ -48,7 +50,7 @@ class Denoiser(nn.Module):
         parameterization: what the backbone predicts: eps, x, v or edm.
         sigma_data: EDM's σ_data (only for ``edm``).
         learn_sigma: the backbone returns 2·C channels, the second half the IDDPM variance
-            interpolation v (seed 000).
+            interpolation v (Nichol & Dhariwal 2021, §3.1).
     """
 
     def __init__(self, net: nn.Module, parameterization: Parameterization = "v", sigma_data: float = 0.5,

@@ -2,13 +2,15 @@
 
 Three estimators, all spoken in λ so that they do not depend on the training schedule:
 
-``vlb_bpd``   IDDPM's discrete variational bound over a chain of T steps (seed 000 "Improved DDPM"):
+``vlb_bpd``   IDDPM's discrete variational bound over a chain of T steps (Nichol & Dhariwal 2021):
               prior KL + Σ Gaussian KLs + the discretised-Gaussian decoder. The decoder puts mass
               on the 256 bins, so no dequantisation is needed: the result bounds −log₂ P(x) / D.
-``elbo_bpd``  the continuous-time ELBO (VDM; seed 004 eq. 2 with w̃ = 1): prior KL at λ_min +
-              Gaussian decoder at λ_max + ½ ∫ E‖ε − ε̂‖² dλ, estimated by Monte Carlo.
-``ode_nll``   the probability-flow ODE (seed 003, score SDE) with the instantaneous change of
-              variables: exact trace by autograd for small D, else Hutchinson's estimator.
+``elbo_bpd``  the continuous-time ELBO (VDM, Kingma et al. 2021; Hoogeboom et al. 2025 (SiD2)
+              eq. 2 with w̃ = 1): prior KL at λ_min + Gaussian decoder at λ_max
+              + ½ ∫ E‖ε − ε̂‖² dλ, estimated by Monte Carlo.
+``ode_nll``   the probability-flow ODE (Song et al. 2021b (score SDE), §4.3) with the
+              instantaneous change of variables (Chen et al. 2018): exact trace by autograd for
+              small D, else Hutchinson's estimator (Hutchinson 1989).
 
 Dequantisation (``elbo_bpd``, ``ode_nll``): these give a density. ``dequantize='uniform'`` maps
 8-bit data x = 2k/255 − 1 to x̃ = 2(k + u)/256 − 1, u ~ U[0, 1)^D, and reports
@@ -68,7 +70,8 @@ def _dims(x: torch.Tensor) -> int:
 def vlb_bpd(denoiser, x: torch.Tensor, schedule: DiscreteSchedule, generator: torch.Generator | None = None,
             cond=None, decoder: Literal["discretized", "gaussian"] = "discretized",
             fixed_variance: Literal["small", "large"] = "small") -> VLBResult:
-    """IDDPM's L_vlb of each example in bits/dim, summed over every step of ``schedule`` (seed 000).
+    """IDDPM's L_vlb (Nichol & Dhariwal 2021) of each example in bits/dim, summed over every step
+    of ``schedule``.
     One z_k ~ q(z_k | x) per step; the learned variance is used when the denoiser has one, else
     ``fixed_variance``. ``decoder='gaussian'`` is the continuous decoder for data with a density."""
     if not isinstance(schedule, DiscreteSchedule):
@@ -112,7 +115,8 @@ def _prepare(x, dequantize, generator):
 def elbo_bpd(denoiser, x: torch.Tensor, generator: torch.Generator | None = None, cond=None,
              num_t: int = 256, logsnr_min: float = -15.0, logsnr_max: float = 15.0,
              dequantize: Literal["none", "uniform"] = "none", chunk: int = 65536) -> ELBOResult:
-    """The continuous-time −ELBO of each example (VDM; seed 004 eq. 2 with w̃ = 1), in bits/dim:
+    """The continuous-time −ELBO of each example (VDM, Kingma et al. 2021; Hoogeboom et al. 2025
+    (SiD2), eq. 2 with w̃ = 1), in bits/dim:
 
         KL(q(z_{λmin} | x) ‖ N(0, I)) + E[−log N(x; z_{λmax}/α, e^{−λmax} I)] + ½ ∫ E‖ε − ε̂‖² dλ
 
@@ -149,7 +153,8 @@ def ode_nll(denoiser, x: torch.Tensor, generator: torch.Generator | None = None,
             logsnr_min: float = -15.0, logsnr_max: float = 15.0, rtol: float = 1e-5, atol: float = 1e-5,
             trace: Literal["auto", "exact", "hutchinson"] = "auto",
             dequantize: Literal["none", "uniform"] = "none") -> ODEResult:
-    """−log p(x) by the probability-flow ODE (seed 003, score SDE), per example, in bits/dim.
+    """−log p(x) by the probability-flow ODE (Song et al. 2021b (score SDE)), per example, in
+    bits/dim.
 
     In λ the PF ODE of the VP process is dz/dλ = ½ α (x̂ − α z) (from f = d log α/dt = ½σ² λ',
     g² = −σ² λ' and score = (α x̂ − z)/σ²; the same path as DDIM). With τ = −λ and G = dz/dτ,

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from pixdiff.errors import PixdiffError
 
+import contextlib
 import json
 import math
 import os
 import signal
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from pixdiff import losses, nets
 from pixdiff.config import TrainConfig, diff_configs, warn_if_past_decay
 from pixdiff.denoiser import Denoiser
 from pixdiff.generate import build_denoiser
+from pixdiff.runlock import RunLock
 
 __all__ = ["train", "train_step", "TrainState", "StepResult", "build_denoiser", "ema_decay", "TrainingStopped"]
 
@@ -234,14 +237,53 @@ def _crossed(images: int, batch: int, every: int) -> bool:
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
           device: str | torch.device | None = None) -> Path:
-    """Train per ``cfg`` into ``out_dir``; returns the path of the final checkpoint."""
+    """Train per ``cfg`` into ``out_dir``; returns the path of the final checkpoint.
+
+    The run folder is locked for the life of the process (``pixdiff.runlock``): a second trainer
+    on it is refused. ``resume=True`` needs a run in the folder; a new run refuses a folder that
+    holds another run's files."""
     out = Path(out_dir)
+    _check_run_folder(out, resume)
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        lock = RunLock(out) if rank == 0 else contextlib.nullcontext()
+        lock.__enter__()
+    except OSError as e:
+        raise PixdiffError(f"cannot write to run folder {out} ({e.strerror or e})") from None
+    try:
+        if rank == 0:
+            ckpt_io.remove_stale_temporaries(out)
+        return _train(cfg, out, resume, progress, device)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+RUN_FILES = ("config.json", "log.jsonl", "checkpoints")
+
+
+def _check_run_folder(out: Path, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise PixdiffError(f"--out {out} is a file; the run needs a folder")
+    found = [n for n in RUN_FILES if (out / n).exists()]
+    if resume and not ((out / "config.json").is_file() or ckpt_io.list_checkpoints(out)):
+        raise PixdiffError(f"--resume: {out} holds no run (looked for {out / 'config.json'} and "
+                           f"{out / 'checkpoints'}/ckpt-*/); drop --resume to start a new run there")
+    if not resume and found:
+        raise PixdiffError(f"{out} already holds a run ({', '.join(found)}); pass --resume to continue it, "
+                           "or choose another --out")
+
+
+def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, device) -> Path:
     st, ds, meta = _setup(cfg, out, resume, device, progress)
     cfg, o, r = st.cfg, st.cfg.optim, st.cfg.run
 
     def save_checkpoint():
         if st.rank != 0:
             return None
+        if not _weights_finite(st):  # never write non-finite weights as a good checkpoint
+            kept = ckpt_io.list_checkpoints(out)
+            raise TrainingStopped(f"the weights are not finite at {st.images} images (not saved); stopped. "
+                                  f"Last good checkpoint: {kept[-1] if kept else 'none'}. Try a lower --lr.")
         opt_tensors, opt_meta = ckpt_io.optimizer_to_flat(st.opt)
         state = {"config": cfg.to_dict(), "optim": opt_meta, "images": st.images, "step": st.step,
                  "nan_total": st.nan_total, "t_sampler": st.t_sampler.state_dict() if st.t_sampler else None,
@@ -389,11 +431,41 @@ def _rng_states(seed: int, step: int) -> dict:
             "python": list(random.getstate()[1])}
 
 
+def read_log(path: Path) -> list[dict]:
+    """The records of a run's ``log.jsonl``. Each record is written with one ``write`` and a flush,
+    so a kill leaves at most one torn last line: it is dropped with a warning naming the file."""
+    if not path.exists():
+        return []
+    recs, torn = [], []
+    for i, ln in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not ln.strip():
+            continue
+        try:
+            rec = json.loads(ln)
+            if not isinstance(rec, dict) or "images" not in rec:
+                raise ValueError
+            recs.append(rec)
+        except ValueError:
+            torn.append(i)
+    if torn:
+        warnings.warn(f"{path}: dropped {len(torn)} unreadable line(s) ({', '.join(map(str, torn[:5]))}), "
+                      "e.g. one torn by a kill")
+    return recs
+
+
 def _truncate_log(path: Path, images: int) -> None:
-    """Drop log records past the checkpoint we resume from: those steps are recomputed."""
+    """Drop log records past the checkpoint we resume from (those steps are recomputed), and any
+    torn line; rewritten atomically."""
     if path.exists():
-        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["images"] <= images]
-        path.write_text("".join(ln + "\n" for ln in keep))
+        keep = [r for r in read_log(path) if r["images"] <= images]
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def _weights_finite(st: TrainState) -> bool:
+    """One host sync: are every raw and EMA floating-point tensor finite?"""
+    flags = [torch.isfinite(v).all() for v in st.denoiser.state_dict().values() if v.is_floating_point()]
+    flags += [torch.isfinite(v).all() for v in st.ema.values() if v.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def _all_finite(loss_sum: torch.Tensor, params, world: int) -> bool:
@@ -424,9 +496,7 @@ def _progress(total: int, start: int, enabled: bool):
 
 def plot_loss_curve(log_path: Path, png_path: Path) -> None:
     """The JSONL log's loss against images seen, as a PNG (written atomically)."""
-    if not log_path.exists():
-        return
-    recs = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    recs = read_log(log_path)
     if not recs:
         return
     import matplotlib

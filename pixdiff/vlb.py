@@ -1,4 +1,4 @@
-"""IDDPM's variational bound over a discrete chain (seed 000 "Improved DDPM"; seed 001).
+"""IDDPM's variational bound over a discrete chain (Nichol & Dhariwal 2021, §3.1; Ho et al. 2020).
 
     L_vlb = L_0 + L_1 + … + L_{T−1} + L_T
     L_T     = KL(q(z_T | x) ‖ N(0, I))                                       prior
@@ -7,9 +7,9 @@
 
 with p(z_{t−1} | z_t) = N(μ_θ, Σ_θ), μ_θ the posterior mean at x̂ and the learned variance
 
-    Σ_θ = exp(f log β_t + (1 − f) log β̃_t)                                   (seed 000)
+    Σ_θ = exp(f log β_t + (1 − f) log β̃_t)              (Nichol & Dhariwal 2021, §3.1)
 
-where f = (v + 1)/2 is the denoiser's ``var_interp`` (IDDPM code convention for the seed's v).
+where f = (v + 1)/2 is the denoiser's ``var_interp`` (IDDPM code convention for the paper's v).
 β̃_1 = 0, so log β̃ is clipped to β̃_2 at step 1, as IDDPM does.
 
 Steps are 1-based indices k ∈ {1..K} into a ``DiscreteSchedule`` (so a respaced chain works: its
@@ -60,7 +60,8 @@ def _log_ndtr_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def discretized_gaussian_log_likelihood(x, mean, logvar, bins: int = 256) -> torch.Tensor:
     """log P(x) per element for x ∈ [−1, 1] on ``bins`` levels under N(μ, e^{v}) integrated over the
-    bin of width 2/(bins − 1) around x; the edge bins take the tails to ±∞ (seed 000; DDPM §3.3)."""
+    bin of width 2/(bins − 1) around x; the edge bins take the tails to ±∞ (Ho et al. 2020,
+    §3.3)."""
     half = 1.0 / (bins - 1)
     inv_std = torch.exp(-0.5 * logvar)
     upper, lower = (x - mean + half) * inv_std, (x - mean - half) * inv_std
@@ -94,8 +95,8 @@ def model_log_variance(schedule: DiscreteSchedule, steps, var_interp: torch.Tens
                        fixed: str = "small") -> torch.Tensor:
     """log Σ_θ at 1-based ``steps`` (float64, shaped to broadcast against var_interp [B, ...]).
 
-    With ``var_interp`` f: f log β + (1 − f) log β̃ (seed 000). Without it, DDPM's fixed choices:
-    ``small`` β̃ or ``large`` β (seed 000: "both worked equally well")."""
+    With ``var_interp`` f: f log β + (1 − f) log β̃ (Nichol & Dhariwal 2021). Without it, DDPM's
+    fixed choices: ``small`` β̃ or ``large`` β (Ho et al. 2020, §3.2: both gave similar results)."""
     steps = _check_steps(schedule, steps)
     log_beta = torch.log(schedule.betas)
     tilde = schedule.posterior_variance.clone()
@@ -147,7 +148,7 @@ def prior_kl(x: torch.Tensor, logsnr_min) -> torch.Tensor:
 
 
 class ImportanceSampler:
-    """Importance sampling of the step for L_vlb (seed 000 "Reducing gradient noise"):
+    """Importance sampling of the step for L_vlb (Nichol & Dhariwal 2021, §3.3):
 
         L_vlb = E_{t~p_t}[L_t / p_t],   p_t ∝ sqrt(E[L_t²]),  Σ p_t = 1
 

@@ -35,7 +35,7 @@ def _cfg(weighting, **kw):
     return LossConfig(weighting=weighting, **kw)
 
 
-# --- every weighting is the same number in ε-, x- and v-space (seed 004 §2.1) -----------------------
+# --- every weighting is the same number in ε-, x- and v-space (Hoogeboom et al. 2025, §2.1) ---
 
 
 @pytest.mark.parametrize("weighting", list(WEIGHTINGS))
@@ -84,13 +84,14 @@ def test_weightings_are_the_papers_losses():
 
 
 def test_sigmoid_x_form_sign():
-    """Seed 004 eq. 4: sigmoid(b − λ) e^λ = e^{+b} sigmoid(λ − b); the seed's e^{−b} is a typo."""
+    """Hoogeboom et al. 2025, eq. 4: sigmoid(b − λ) e^λ = e^{+b} sigmoid(λ − b); the e^{−b} that
+    some transcriptions of the equation print is a typo."""
     lam = torch.linspace(-15, 15, 61, dtype=F64)
     for b in (-3.0, -1.0, 0.0, 2.0):
         w_x = torch.exp(eps_to_x(log_weight_eps("sigmoid", lam, bias=b), lam))
         torch.testing.assert_close(w_x, math.exp(b) * torch.sigmoid(lam - b), rtol=1e-12, atol=0)
         assert b == 0 or not torch.allclose(w_x, math.exp(-b) * torch.sigmoid(lam - b))
-        assert (w_x.diff() > 0).all()  # monotonically increasing in x-space (seed 004 §2.1)
+        assert (w_x.diff() > 0).all()  # monotonically increasing in x-space (SiD2 §2.1)
 
 
 def test_edm_weighting_is_karras_loss():
@@ -164,7 +165,7 @@ class _OutputNet(nn.Module):
 
 def test_hybrid_stop_gradient():
     """The L_vlb term sends no gradient into the mean half; the variance half gets gradient only
-    from L_vlb (seed 000)."""
+    from L_vlb (Nichol & Dhariwal 2021, §3.1)."""
     x, g = _images(B=4, C=3, H=4, W=4)
     net = _OutputNet((4, 6, 4, 4))
     den = Denoiser(net, "eps", learn_sigma=True)
@@ -246,7 +247,7 @@ def test_importance_sampling_in_loss_fn_updates_sampler():
         loss_fn(den, x, None, g, cfg)
 
 
-# --- the power loss over Haar sub-bands (seed 004 A.1) ------------------------------------------------
+# --- the power loss over Haar sub-bands (Hoogeboom et al. 2025, App. A.1) -----------------------
 
 
 def test_haar_is_orthonormal_and_invertible():
@@ -259,7 +260,7 @@ def test_haar_is_orthonormal_and_invertible():
         ("LLLL", (4, 2), 4), ("LLLH", (4, 2), 3), ("LLHL", (4, 2), 3), ("LLHH", (4, 2), 2),
         ("LH", (8, 4), 1), ("HL", (8, 4), 1), ("HH", (8, 4), 0)]
     torch.testing.assert_close(sum((b**2).sum() for _, b, _ in sub), (x**2).sum(), rtol=1e-12, atol=0)
-    # the low band of a constant image holds all its energy: the smooth signal of the seed
+    # the low band of a constant image holds all its energy: the smooth signal of SiD2 App. A.1
     const = torch.ones(1, 1, 8, 8, dtype=F64)
     assert [n for n, b, _ in haar_subbands(const, 2) if b.abs().max() > 1e-12] == ["LLLL"]
 

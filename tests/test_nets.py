@@ -83,7 +83,7 @@ def test_zero_initialised_output_is_exactly_zero(name):
 
 
 def test_uvit_trunk_is_exactly_identity_at_init():
-    """Seed 004 §2.3 Eq. 5: with f_d, f_u, f_m identities at init the trunk
+    """Hoogeboom et al. 2025 (SiD2), §2.3, eq. 5: with f_d, f_u, f_m identities at init the trunk
     f(x) = f_u(U(f_m(D(h)) - D(h)) + h) is the identity, for any D and U, in train mode too."""
     net = _build("tiny-uvit", up_blocks=(1, 3), dropout=(0.1, 0.1, 0.1)).train()
     x, logsnr = _inputs(net)
@@ -170,15 +170,15 @@ def test_paper_presets_params_and_flops():
             net = nets.from_preset(name)
         report[name] = (sum(p.numel() for p in net.parameters()), nets.count_flops(net))
     print({k: (f"{p / 1e6:.1f}M", f"{f / 1e9:.0f} GFLOPs") for k, (p, f) in report.items()})
-    # ADM ImageNet-64: 296M parameters in the ADM paper's App. Table 11 (not in the seeds).
+    # ADM ImageNet-64: 296M parameters in Dhariwal & Nichol 2021, App. Table 11.
     assert report["adm-64"][0] == pytest.approx(296e6, rel=0.02)
-    # Seed 004 §2.2: flop-heavy keeps "parameter count almost the same" (only the p×p patch
-    # stem and head shrink) while "reducing the patching size also increases FLOPS by
+    # Hoogeboom et al. 2025, §2.2: flop-heavy keeps "parameter count almost the same" (only the
+    # p×p patch stem and head shrink) while "reducing the patching size also increases FLOPS by
     # roughly a factor of 4".
     (p_s, f_s), (p_fh, f_fh) = report["sid2-s"], report["sid2-flopheavy"]
     assert p_fh == pytest.approx(p_s, rel=1e-3)
     assert 3.5 < f_fh / f_s < 5.0
-    # Seed 004 App. A.2 counts multiply-accumulates of the dominant products: ours is ≈ 2×.
+    # SiD2 App. A.2 counts multiply-accumulates of the dominant products: ours is ≈ 2×.
     for name in ["sid2-s", "sid2-flopheavy"]:
         estimate = 2e9 * nets.sid2_estimate(nets.preset_config(name))
         assert report[name][1] == pytest.approx(estimate, rel=0.02)

@@ -1,10 +1,10 @@
 """Noisy classifier p_φ(y | z_t) for classifier guidance.
 
-"Classifier is simply the downsampling trunk of the U-net with an attention pooling at the
-8x8 layer to produce the final output" and it is "trained on the noisy images" (seed 000,
-"Classifier details"). It is conditioned on the noise level exactly like the U-Net (logSNR
-Fourier features + MLP, AdaGN); its gradient ∇_z log p_φ(y | z_t) is what guidance uses
-(seed 000, Algorithm 1), which lives in pixdiff.guidance, not here.
+The classifier is the downsampling trunk of the U-Net with attention pooling at the 8×8
+layer producing the output, trained on noisy images (Dhariwal & Nichol 2021, §4). It is
+conditioned on the noise level exactly like the U-Net (logSNR Fourier features + MLP, AdaGN);
+its gradient ∇_z log p_φ(y | z_t) is what guidance uses (Dhariwal & Nichol 2021, Alg. 1),
+which lives in pixdiff.guidance, not here.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Analytic forward FLOPs per image (one multiply-add = 2 FLOPs).
 
-Like seed 004 App. A.2 we count only matrix products: convolutions, linear layers and the two
-attention products (QKᵀ and AV); norms, activations and resampling are negligible. The seed's
-`transformer_gflops` / `resblock_gflops` count multiply-*accumulates* (12·C² per token for
-qkv + out + 4× MLP in/out; 2·N²·C for attention; 2 × 3²·C² per pixel for a ResBlock's two
-3×3 convs), so they are half of the FLOPs returned here; `sid2_estimate` reproduces them.
+Like Hoogeboom et al. 2025 (SiD2), App. A.2, we count only matrix products: convolutions,
+linear layers and the two attention products (QKᵀ and AV); norms, activations and resampling
+are negligible. The paper's `transformer_gflops` / `resblock_gflops` count
+multiply-*accumulates* (12·C² per token for qkv + out + 4× MLP in/out; 2·N²·C for attention;
+2 × 3²·C² per pixel for a ResBlock's two 3×3 convs), so they are half of the FLOPs returned
+here; `sid2_estimate` reproduces them.
 
 The counts walk each config the way the corresponding module is built, so they need no
 network instance (paper-sized presets are counted without allocating them) and match
@@ -35,7 +36,7 @@ def _linear(n_in: int, n_out: int, tokens: int = 1) -> int:
 
 
 def _attention_products(n_q: int, n_kv: int, channels: int) -> int:
-    # QKᵀ and AV, each n_q·n_kv·C multiply-adds summed over heads (seed 004 A.2: 2·N²·C MACs)
+    # QKᵀ and AV, each n_q·n_kv·C multiply-adds summed over heads (SiD2 App. A.2: 2·N²·C MACs)
     return 2 * 2 * n_q * n_kv * channels
 
 
@@ -146,7 +147,8 @@ def count_flops(net: nn.Module | Any, resolution: int | None = None) -> int:
 
 
 def sid2_estimate(cfg: UViTConfig, resolution: int | None = None) -> float:
-    """Seed 004 App. A.2 estimate in GFLOPs (multiply-accumulates, as the seed counts them)."""
+    """SiD2's estimate (Hoogeboom et al. 2025, App. A.2) in GFLOPs (multiply-accumulates, as the
+    paper counts them)."""
 
     def transformer_gflops(size: int, c: int, blocks: int) -> float:
         return (12 * c**2 * blocks * size**2 + 2 * size**4 * blocks * c) / 1000**3

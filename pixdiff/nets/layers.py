@@ -2,8 +2,9 @@
 
 Every block whose output is added to a residual stream ends in a zero-initialised layer, so
 that at initialisation the block is *exactly* the identity on its skip path. The Residual
-U-ViT relies on this for its identity-at-init property (seed 004 §2.3, Eq. 5); the U-Net
-uses it because it makes the initial network output exactly zero (ADM's `zero_module`).
+U-ViT relies on this for its identity-at-init property (Hoogeboom et al. 2025 (SiD2), §2.3,
+eq. 5); the U-Net uses it because it makes the initial network output exactly zero (ADM's
+`zero_module`).
 
 Conditioning convention: the networks compute one embedding per image, apply SiLU to it
 *once*, and hand the activated vector `emb` [B, E] to every block. ADM applies SiLU inside
@@ -37,10 +38,10 @@ __all__ = [
     "zero_init",
 ]
 
-# DDPM feeds its integer timestep t ∈ [0, 1000) to the sinusoidal embedding (seed 001,
-# "U-Net ... positional encodings"). Practical logSNR ranges are about [-20, 20], so scaling
-# by 25 gives the Fourier features the same input range and therefore the same useful band
-# of frequencies: the fastest feature resolves Δλ ≈ 0.25, the slowest stays monotone over
+# DDPM feeds its integer timestep t ∈ [0, 1000) to the sinusoidal embedding (Ho et al. 2020,
+# §4: the Transformer sinusoidal position embedding). Practical logSNR ranges are about
+# [-20, 20], so scaling by 25 gives the Fourier features the same input range and therefore
+# the same useful band of frequencies: the fastest feature resolves Δλ ≈ 0.25, the slowest stays monotone over
 # the whole range.
 LOGSNR_SCALE = 25.0
 MAX_PERIOD = 10_000.0
@@ -55,7 +56,7 @@ def zero_init(module: nn.Module) -> nn.Module:
 
 def num_attention_heads(channels: int, head_channels: int | None, num_heads: int | None) -> int:
     """Heads for a layer of width `channels`: fixed channels per head (ADM's choice, 64;
-    seed 000 "Architectural Improvements", Table 2) or a fixed number of heads."""
+    Dhariwal & Nichol 2021, §3, Table 2) or a fixed number of heads."""
     if head_channels is not None:
         if channels % head_channels:
             raise PixdiffError(
@@ -71,7 +72,7 @@ def num_attention_heads(channels: int, head_channels: int | None, num_heads: int
 def fourier_features(logsnr: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features of `LOGSNR_SCALE * logsnr`, [B] -> [B, dim].
 
-    Transformer positional encoding applied to the noise level (seed 001, "U-Net",
+    Transformer positional encoding applied to the noise level (Ho et al. 2020, §4,
     timestep embedding): frequencies 1, ..., 1/MAX_PERIOD spaced geometrically.
     Computed in float32 even under autocast: bf16 would round λ·25 ≈ 500 to steps of 2.
     """
@@ -84,7 +85,8 @@ def fourier_features(logsnr: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class LogSNREmbedding(nn.Module):
-    """Fourier features of logSNR followed by a two-layer MLP (seed 001 "U-Net"; ADM)."""
+    """Fourier features of logSNR followed by a two-layer MLP (Ho et al. 2020, §4; Dhariwal &
+    Nichol 2021)."""
 
     def __init__(self, feature_dim: int, emb_dim: int) -> None:
         super().__init__()
@@ -99,9 +101,9 @@ class LogSNREmbedding(nn.Module):
 
 class ClassEmbedding(nn.Module):
     """Label embedding with one extra row, index `num_classes`, for the null label that
-    classifier-free guidance trains with and samples from (seed 001, classifier-free
-    guidance). It is added to the noise embedding (seed 000, "A class embedding is added to
-    the timestep embedding")."""
+    classifier-free guidance trains with and samples from (Ho & Salimans 2022). It is
+    added to the noise embedding (Nichol & Dhariwal 2021, §5, which adds a class embedding to
+    the timestep embedding)."""
 
     def __init__(self, num_classes: int, emb_dim: int) -> None:
         super().__init__()
@@ -153,10 +155,10 @@ class ResBlock(nn.Module):
     """ADM residual block with AdaGN and optional BigGAN-style resampling.
 
     AdaGN(h, y) = y_s · GroupNorm(h) + y_b with [y_s, y_b] a linear projection of the
-    embedding (seed 000, "Architectural Improvements", Table 3). We write y_s = 1 + s so
+    embedding (Dhariwal & Nichol 2021, §3.1, Table 3). We write y_s = 1 + s so
     that a zero projection leaves GroupNorm untouched. With `resample` the block itself
-    halves/doubles the resolution, resampling both branches (BigGAN up/down blocks, seed 000
-    "Architectural Improvements"), using parameter-free average pooling / nearest upsampling.
+    halves/doubles the resolution, resampling both branches (BigGAN up/down blocks,
+    Dhariwal & Nichol 2021, §3), using parameter-free average pooling / nearest upsampling.
     """
 
     def __init__(
@@ -193,7 +195,7 @@ class ResBlock(nn.Module):
         h = self.conv1(self._resample(h))
         x = self._resample(x)
         scale, shift = self.emb_proj(emb)[:, :, None, None].chunk(2, dim=1)  # [B, C, 1, 1]
-        h = self.norm2(h) * (1 + scale) + shift  # AdaGN (seed 000, Table 3)
+        h = self.norm2(h) * (1 + scale) + shift  # AdaGN (Dhariwal & Nichol 2021, Table 3)
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
@@ -208,8 +210,8 @@ def _attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 class AttentionBlock(nn.Module):
-    """Global multi-head self-attention on a feature map (ADM; seed 000 Table 2), with a
-    zero-initialised output projection so the block starts as the identity."""
+    """Global multi-head self-attention on a feature map (ADM; Dhariwal & Nichol 2021, Table 2),
+    with a zero-initialised output projection so the block starts as the identity."""
 
     def __init__(self, channels: int, heads: int, groups: int = 32) -> None:
         super().__init__()
@@ -227,10 +229,11 @@ class AttentionBlock(nn.Module):
 
 class TransformerBlock(nn.Module):
     """Pre-norm transformer block on tokens [B, N, C] for the U-ViT's low-resolution levels
-    (seed 004 §2.3, following U-ViT). The noise/class embedding enters as a scale and shift
-    after each LayerNorm (the AdaGN idea of seed 000 applied to LayerNorm). Both residual
-    branches end in zero-initialised linears, so the block is the identity at init.
-    Per token it costs 12·C² multiply-adds in its linears (seed 004 App. A.2)."""
+    (Hoogeboom et al. 2025 (SiD2), §2.3, after the U-ViT of Hoogeboom et al. 2023). The
+    noise/class embedding enters as a scale and shift after each LayerNorm (the AdaGN idea of
+    Dhariwal & Nichol 2021 applied to LayerNorm). Both residual branches end in
+    zero-initialised linears, so the block is the identity at init. Per token it costs
+    12·C² multiply-adds in its linears (Hoogeboom et al. 2025 (SiD2), App. A.2)."""
 
     def __init__(
         self, channels: int, emb_dim: int, heads: int, *, mlp_ratio: int = 4, dropout: float = 0.0
@@ -255,7 +258,7 @@ class TransformerBlock(nn.Module):
 
 
 def check_input(x: torch.Tensor, in_channels: int, factor: int, name: str) -> None:
-    """Raise one clear ValueError for inputs a user can get wrong (DESIGN: user errors)."""
+    """Raise one clear ValueError for inputs a user can get wrong (docs/architecture.md, "Errors")."""
     if x.ndim != 4:
         raise PixdiffError(f"{name} expects x of shape [B, C, H, W], got {tuple(x.shape)}")
     if x.shape[1] != in_channels:

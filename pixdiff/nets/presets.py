@@ -37,7 +37,7 @@ PRESETS: dict[str, NetConfig] = {
         mid_blocks=6, block_types=("res", "transformer", "transformer"), dropout=(0.0, 0.0, 0.0),
         head_channels=32, norm_groups=8, num_classes=10,
     ),
-    # Noisy classifier for the digits (classifier guidance, seed 000 "Classifier details").
+    # Noisy classifier for the digits (classifier guidance, Dhariwal & Nichol 2021, §4).
     "tiny-classifier": ClassifierConfig(
         in_channels=1, resolution=16, num_classes=10, channels=32, channel_mult=(1, 2, 2),
         num_res_blocks=1, attention_resolutions=(4,), head_channels=32, norm_groups=8,
@@ -47,16 +47,16 @@ PRESETS: dict[str, NetConfig] = {
         in_channels=3, resolution=32, channels=64, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
         attention_resolutions=(16,), head_channels=64, dropout=0.1,
     ),
-    # ADM ImageNet 64×64 (ADM paper App. Table 11; not in the seeds): width 192, 3 blocks,
+    # ADM ImageNet 64×64 (Dhariwal & Nichol 2021, App. Table 11): width 192, 3 blocks,
     # attention at 32/16/8 with 64 ch/head, BigGAN up/down, dropout 0.1, learned sigma.
     "adm-64": UNetConfig(
         in_channels=3, resolution=64, channels=192, channel_mult=(1, 2, 3, 4), num_res_blocks=3,
         attention_resolutions=(32, 16, 8), head_channels=64, dropout=0.1, num_classes=1000,
         learn_sigma=True,
     ),
-    # SiD2 small model at 512² (seed 004 App. A.4): 4×4 patching.
+    # SiD2 small model at 512² (Hoogeboom et al. 2025, App. A.4): 4×4 patching.
     "sid2-s": UViTConfig(resolution=512, patch_size=4, num_classes=1000),
-    # SiD2 flop-heavy at 512² (seed 004 §2.2, App. A.4): identical but 2×2 patching.
+    # SiD2 flop-heavy at 512² (Hoogeboom et al. 2025, §2.2, App. A.4): 2×2 patching, else same.
     "sid2-flopheavy": UViTConfig(resolution=512, patch_size=2, num_classes=1000),
     # Residual MLP for the 2-D toy data (moons, swiss roll, mixture).
     "mlp": MLPConfig(in_channels=2, hidden=128, blocks=3),

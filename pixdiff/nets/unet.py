@@ -1,16 +1,16 @@
 """ADM U-Net: the "ablated diffusion model" backbone of Dhariwal & Nichol.
 
-Seed 000 ("Diffusion Models Beat GANs", "Architectural Improvements") lists the changes over
-the DDPM U-Net that this module implements: variable width with several residual blocks per
+Dhariwal & Nichol 2021 ("Diffusion Models Beat GANs", §3) list the changes over the DDPM
+U-Net that this module implements: variable width with several residual blocks per
 resolution, multi-head attention at 32/16/8 with 64 channels per head (Table 2), BigGAN
 residual up/down-sampling blocks, and AdaGN injection of the noise + class embedding
 (Table 3); the 1/√2 residual rescaling was dropped by the ablation and is not offered.
 Class information takes the same path as the noise level: its embedding is added to the
-noise embedding (seed 000, "Class information is passed through the same pathway").
+noise embedding (as in Nichol & Dhariwal 2021, §5).
 
-The noise level is logSNR, never a discrete timestep (DESIGN.md "One language"); see
-`layers.fourier_features` for how it is scaled. `learn_sigma` doubles the output channels
-for the IDDPM learned-variance interpolation (seed 000, Improved DDPM).
+The noise level is logSNR, never a discrete timestep (docs/architecture.md, "One language");
+see `layers.fourier_features` for how it is scaled. `learn_sigma` doubles the output channels
+for the IDDPM learned-variance interpolation (Nichol & Dhariwal 2021, §3.1).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class UNetConfig:
     channel_mult: tuple[int, ...] = (1, 2, 2, 2)
     num_res_blocks: int = 2  # per level in the encoder (decoder has one more, ADM)
     attention_resolutions: tuple[int, ...] = (16,)  # feature-map sides with self-attention
-    head_channels: int | None = 64  # fixed channels per head (seed 000 Table 2) ...
+    head_channels: int | None = 64  # fixed channels per head (Dhariwal & Nichol 2021, Table 2) ...
     num_heads: int | None = None  # ... or a fixed number of heads (set head_channels=None)
     dropout: float = 0.0
     resblock_updown: bool = True  # BigGAN residual up/down blocks vs plain resampling

@@ -1,11 +1,11 @@
-"""Residual U-ViT of SiD2 (seed 004 §2.3, Fig. 4, Eq. 5; settings in App. A.4).
+"""Residual U-ViT of SiD2 (Hoogeboom et al. 2025, §2.3, Fig. 4, eq. 5; settings in App. A.4).
 
 The image is cut into p×p patches and linearly embedded (§2.2: a 512² image with 4×4
 patching becomes a 128×128×48 input). Each level runs ResBlocks (high resolution) or
 transformer blocks (low resolution); the coarsest level is a stack of "mid" transformer
 blocks. There are no block-wise skip connections: each downsampling step has exactly one,
 
-    f(x) = f_u( U( f_m(D(h)) − D(h) ) + h ),   h = f_d(x)          (seed 004 Eq. 5)
+    f(x) = f_u( U( f_m(D(h)) − D(h) ) + h ),   h = f_d(x)          (SiD2 eq. 5)
 
 applied recursively (f_m is the whole network below the level). D = 2×2 average pooling then
 a linear map, U = a linear map then nearest-neighbour upsampling (§2.3). Every block ends in
@@ -50,7 +50,8 @@ BlockType = Literal["res", "transformer"]
 @dataclass(frozen=True)
 class UViTConfig:
     """Residual U-ViT hyper-parameters. Per-level tuples run finest first; the last level is
-    the middle stack. Defaults are the SiD2 small model at 512² (seed 004 App. A.4)."""
+    the middle stack. Defaults are the SiD2 small model at 512² (Hoogeboom et al. 2025,
+    App. A.4)."""
 
     in_channels: int = 3
     out_channels: int | None = None  # predicted channels per pixel; None: = in_channels
@@ -62,8 +63,8 @@ class UViTConfig:
     mid_blocks: int = 16
     block_types: tuple[BlockType, ...] = ("res", "res", "transformer", "transformer")
     dropout: tuple[float, ...] = (0.0, 0.0, 0.1, 0.1)
-    head_channels: int = 64  # channels per attention head (ADM's 64, seed 000 Table 2)
-    mlp_ratio: int = 4  # 4: the "mlp in (4), mlp out (4)" of seed 004 App. A.2
+    head_channels: int = 64  # channels per head (ADM's 64, Dhariwal & Nichol 2021, Table 2)
+    mlp_ratio: int = 4  # 4: the "mlp in (4), mlp out (4)" of SiD2 App. A.2
     num_classes: int = 0  # 0: unconditional; else label num_classes is the null label
     learn_sigma: bool = False
     norm_groups: int = 32
@@ -187,7 +188,7 @@ class UViT(nn.Module):
         return embed_conditioning(self.noise_emb, self.class_emb, logsnr, cond, batch, device)
 
     def trunk(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """f of seed 004 Eq. 5 unrolled over all levels, on patch features [B, C0, H/p, W/p]."""
+        """f of SiD2 eq. 5 unrolled over all levels, on patch features [B, C0, H/p, W/p]."""
         skips = []
         for stack, down in zip(self.down_stacks, self.downs):
             h = stack(h, emb)  # h = f_d(x)
