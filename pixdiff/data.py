@@ -96,10 +96,26 @@ def load_digits(resolution: int = 16, split: str = "train") -> ImageDataset:
     return ImageDataset(x[i].contiguous(), y[i], [str(c) for c in range(10)], f"digits{resolution}-{split}")
 
 
+def _to_8bit(im, path: Path):
+    """Integer modes wider than 8 bits (16-bit PNG opens as "I;16" or "I") are scaled to 8 bits;
+    Pillow's own convert("L") would clip them at 255 and turn a 16-bit photo white. Float images
+    have no stated range and are refused."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if a.max(initial=0) <= 65535 else float(a.max())
+        return Image.fromarray(np.clip(np.rint(a / top * 255.0), 0, 255).astype(np.uint8), "L")
+    if im.mode == "F":
+        raise PixdiffError(f"{path}: floating-point images have no stated range; convert them to 8 or 16 bits")
+    return im
+
+
 def _read_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
     from PIL import Image
 
     with Image.open(path) as im:
+        im = _to_8bit(im, path)
         im = im.convert("L" if channels == 1 else "RGB")
         w, h = im.size
         scale = resolution / min(w, h)
