@@ -113,7 +113,10 @@ class OptimConfig:
 class RunConfig:
     images: int = _f(200_000, "training length in images seen")
     seed: int = _f(0, "one seed reproduces the run: initial weights, data order, noise, dropout")
-    bf16: bool = _f(False, "bf16 autocast for the network; slower than fp32 on CPUs without bf16 units")
+    precision: Literal["fp32", "bf16", "fp16"] = _f(
+        "fp32", "autocast precision of the network: fp32, bf16, or fp16 with a gradient scaler (weights, Adam "
+                "and EMA stay fp32); bf16/fp16 are for GPUs (slower than fp32 on CPUs without bf16 units)")
+    compile: bool = _f(False, "torch.compile the network (slow first steps, faster after; GPUs)")
     log_every_images: int = _f(2_000, "log interval in images", flag="log-every")
     ckpt_every_images: int = _f(20_000, "checkpoint interval in images (0 = only at the end)", flag="ckpt-every")
     sample_every_images: int = _f(0, "sample-grid interval in images (0 = only at the end)", flag="sample-every")
@@ -121,6 +124,8 @@ class RunConfig:
     max_nan_steps: int = _f(10, "stop after this many non-finite steps in a row")
 
     def __post_init__(self):
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise PixdiffError(f"--precision must be fp32, bf16 or fp16 (got {self.precision!r})")
         if self.images < 1:
             raise PixdiffError("training length must be at least one image (--steps / --images)")
         if self.log_every_images < 1:
@@ -190,8 +195,12 @@ def _section(name: str, kls, sub: dict):
 
 
 def _migrate(d: dict) -> dict:
-    """Configs written before σ_data was stored once kept a copy in [model]; move it to [loss]."""
+    """Older configs: σ_data kept a copy in [model] (moved to [loss]); run.bf16 was a bool
+    (now run.precision)."""
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    run = d.get("run", {})
+    if "bf16" in run:  # before --precision: a bool
+        run.setdefault("precision", "bf16" if run.pop("bf16") else "fp32")
     model, loss = d.get("model", {}), d.setdefault("loss", {})
     if "sigma_data" in model:
         sd = model.pop("sigma_data")

@@ -97,5 +97,8 @@ class Denoiser(nn.Module):
             raise PixdiffError(f"backbone returned {out.shape[1]} channels for a {c}-channel input")
         return out, None
 
-    def forward(self, z: torch.Tensor, logsnr: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return self.predict(z, logsnr, cond).x_hat
+    def forward(self, z: torch.Tensor, logsnr: torch.Tensor, cond: torch.Tensor | None = None, full: bool = False):
+        """x̂; with ``full=True`` the whole ``DenoiserOutput`` (what ``predict`` returns), so that a
+        trainer can reach ``predict`` through ``__call__`` and its hooks (DDP)."""
+        out = self.predict(z, logsnr, cond)
+        return out if full else out.x_hat

@@ -120,6 +120,8 @@ class TrainState:
     world: int
     micro: int
     accum: int
+    model: Any = None  # what the step calls: the denoiser, or DistributedDataParallel around it
+    scaler: Any = None  # fp16's gradient scaler (None in fp32 / bf16)
     images: int = 0
     nan_run: int = 0
     nan_total: int = 0
@@ -173,10 +175,25 @@ def ema_decay(o, images: int) -> float:
     return 0.5 ** (o.batch / h) if h > 0 else 0.0
 
 
+class _ViaForward:
+    """The losses call ``denoiser.predict``; this routes it through ``module(..., full=True)`` so
+    DistributedDataParallel's hooks (gradient buckets overlapped with backward) see the forward."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def predict(self, z, logsnr, cond=None):
+        return self.module(z, logsnr, cond, full=True)
+
+
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def train_step(st: TrainState) -> StepResult:
-    """One optimizer step on global batch ``st.step``: forward/backward over this rank's shards,
-    all-reduce, clip, Adam, EMA. A step whose loss or gradients are not finite is skipped (the
-    images still count, so the data order does not shift)."""
+    """One optimizer step on global batch ``st.step``: forward/backward over this rank's shards
+    (DDP all-reduces the gradients during the last backward), clip, Adam, EMA. A step whose loss or
+    gradients are not finite is skipped (the images still count, so the data order does not
+    shift). Under fp16 a gradient overflow with a finite loss only lowers the loss scale."""
     cfg, o = st.cfg, st.cfg.optim
     step, lr = st.step, _lr(cfg, st.images)
     for gr in st.opt.param_groups:
@@ -184,7 +201,10 @@ def train_step(st: TrainState) -> StepResult:
     st.opt.zero_grad(set_to_none=False)
     idx = _global_batch_indices(len(st.x_all), cfg.run.seed, step, o.batch).to(st.device)
     loss_sum = torch.zeros((), device=st.device, dtype=torch.float64)
-    autocast = torch.autocast(st.device.type, dtype=torch.bfloat16, enabled=cfg.run.bf16)
+    dtype = AUTOCAST[cfg.run.precision]
+    autocast = torch.autocast(st.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    model = st.model if st.model is not None else st.denoiser
+    fwd = _ViaForward(model)
     for m in range(st.accum):
         shard = st.rank * st.accum + m
         sl = idx[shard * st.micro : (shard + 1) * st.micro]
@@ -198,24 +218,39 @@ def train_step(st: TrainState) -> StepResult:
             cond = st.y_all[sl].clone()
             drop = torch.rand(cond.shape[0], generator=g).to(st.device) < cfg.data.p_uncond
             cond[drop] = st.num_classes  # the null label: label dropout of Ho & Salimans 2022, Alg. 1
-        with autocast:
-            per_example = losses.loss_fn(st.denoiser, x, cond, g, st.loss_cfg, step, sampler=st.t_sampler,
-                                         check_range=not st.vector_data).loss
-        loss = per_example.float().mean() / st.accum
-        loss.backward()
+        noise = None
+        if st.device.type != "cpu":  # draw the noise where it is used, from the same (seed, step, shard)
+            gd = torch.Generator(st.device).manual_seed(g.initial_seed())
+            noise = torch.randn(x.shape, generator=gd, device=st.device, dtype=x.dtype)
+        sync = st.world == 1 or m == st.accum - 1 or not hasattr(model, "no_sync")
+        with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
+            per_example = losses.loss_fn(fwd, x, cond, g, st.loss_cfg, step, sampler=st.t_sampler,
+                                         check_range=not st.vector_data, noise=noise).loss
+            loss = per_example.float().mean() / st.accum
+        (st.scaler.scale(loss) if st.scaler is not None else loss).backward()
         loss_sum += loss.detach().double()
     params = st.params
+    if st.scaler is not None:
+        st.scaler.unscale_(st.opt)
     if not _all_finite(loss_sum, params, st.world):
-        st.nan_run, st.nan_total = st.nan_run + 1, st.nan_total + 1
         st.images += o.batch
+        if st.scaler is not None and bool(torch.isfinite(loss_sum)):
+            st.scaler.update()  # an fp16 overflow: lower the scale, do not count it as a bad step
+            return StepResult(None, lr, None, False)
+        st.nan_run, st.nan_total = st.nan_run + 1, st.nan_total + 1
+        if st.scaler is not None:
+            st.scaler.update()
         return StepResult(None, lr, None, False)
     st.nan_run = 0
     if st.world > 1:
-        _all_reduce_grads(params, st.world)
         dist.all_reduce(loss_sum)
         loss_sum /= st.world
     gnorm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip if o.grad_clip > 0 else float("inf"))
-    st.opt.step()
+    if st.scaler is not None:
+        st.scaler.step(st.opt)
+        st.scaler.update()
+    else:
+        st.opt.step()
     beta = ema_decay(o, st.images)
     with torch.no_grad():
         for k, v in st.denoiser.state_dict().items():
@@ -287,7 +322,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, device) ->
         opt_tensors, opt_meta = ckpt_io.optimizer_to_flat(st.opt)
         state = {"config": cfg.to_dict(), "optim": opt_meta, "images": st.images, "step": st.step,
                  "nan_total": st.nan_total, "t_sampler": st.t_sampler.state_dict() if st.t_sampler else None,
-                 "meta": meta, "rng": _rng_states(r.seed, st.step), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                 "meta": meta, "rng": _rng_states(r.seed, st.step), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                 "grad_scaler": st.scaler.state_dict() if st.scaler is not None else None}
         return ckpt_io.save(out, st.images, state, st.denoiser.state_dict(), st.ema, opt_tensors, r.keep)
 
     log_f = open(out / "log.jsonl", "a") if st.rank == 0 else None
@@ -301,7 +337,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, device) ->
                     kept = ckpt_io.list_checkpoints(out)
                     raise TrainingStopped(
                         f"loss was not finite for {st.nan_run} steps in a row (at {st.images} images); stopped. "
-                        f"Last good checkpoint: {kept[-1] if kept else 'none'}. Try a lower --lr or bf16 off.")
+                        f"Last good checkpoint: {kept[-1] if kept else 'none'}. Try a lower --lr or --precision fp32.")
                 continue
             bar.update(o.batch)
             if st.rank == 0 and (_crossed(st.images, o.batch, r.log_every_images) or st.images >= r.images):
@@ -370,6 +406,8 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, device, progress: bool):
     loss_cfg = cfg.loss
     params = [p for p in denoiser.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    if cfg.run.compile:
+        denoiser.net.compile()  # in place: the state-dict keys stay those of the plain network
     st = TrainState(cfg, loss_cfg, denoiser, opt, {k: v.detach().clone().float() for k, v in denoiser.state_dict().items()},
                     losses.make_sampler(loss_cfg), ds.images.to(device),
                     ds.labels.to(device) if conditional else None, num_classes, vector_data, device, rank, world,
@@ -391,6 +429,14 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, device, progress: bool):
         _truncate_log(out / "log.jsonl", st.images)
         if rank == 0 and progress:
             print(f"resumed {ck.path} at {st.images} images", file=sys.stderr)
+    if world > 1:  # after loading, so every rank starts from the same (resumed) weights
+        from torch.nn.parallel import DistributedDataParallel
+
+        st.model = DistributedDataParallel(denoiser, device_ids=[device] if device.type == "cuda" else None)
+    if cfg.run.precision == "fp16":
+        st.scaler = torch.amp.GradScaler(device.type)
+        if ck is not None and ck.state.get("grad_scaler"):
+            st.scaler.load_state_dict(ck.state["grad_scaler"])
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.json", cfg.to_json() + "\n")
@@ -474,17 +520,6 @@ def _all_finite(loss_sum: torch.Tensor, params, world: int) -> bool:
     if world > 1:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item() > 0)
-
-
-def _all_reduce_grads(params, world: int) -> None:
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world
-    off = 0
-    for g in grads:
-        g.copy_(flat[off : off + g.numel()].view_as(g))
-        off += g.numel()
 
 
 def _progress(total: int, start: int, enabled: bool):

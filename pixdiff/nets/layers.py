@@ -119,7 +119,11 @@ class ClassEmbedding(nn.Module):
                     f"cond must be an integer tensor of shape [{batch}], got "
                     f"{tuple(cond.shape)} {cond.dtype}"
                 )
-            if bool((cond < 0).any()) or bool((cond > self.num_classes).any()):
+            # The range check reads the labels on the host: free on the CPU, a device sync (and a
+            # graph break under torch.compile) on a GPU, where the trainer and pixdiff.load have
+            # already validated the labels they pass. So it runs on CPU tensors only.
+            if (cond.device.type == "cpu" and not torch.compiler.is_compiling()
+                    and (bool((cond < 0).any()) or bool((cond > self.num_classes).any()))):
                 raise PixdiffError(
                     f"class labels must lie in [0, {self.num_classes}] (num_classes="
                     f"{self.num_classes}, index {self.num_classes} is the null label); got "
