@@ -49,13 +49,20 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    name: str = _f("digits", "digits (embedded), moons | swissroll | mixture (2-D points), or an image folder "
-                             "(class = sub-folder)", flag="data")
+    name: str = _f("digits", "digits or photos (embedded), moons | swissroll | mixture (2-D points), an image "
+                             "folder, a prepared dataset (`pixdiff prepare-data`), an .npz (images uint8 NHWC, "
+                             "optional labels) or a Hugging Face save_to_disk folder", flag="data")
     resolution: int = _f(16, "image side length; images are centre-cropped and resized to it")
     channels: int | None = _f(None, "1 or 3 (default: 1 for digits and 2-D data, 3 for image folders)")
     hflip: bool = _f(False, "random horizontal flips (not for digits: a flipped 2 is not a 2)")
     conditional: bool = _f(True, "class-conditional when the data has labels (--no-conditional: ignore labels)")
     p_uncond: float = _f(0.1, "label dropout for classifier-free guidance (Ho & Salimans 2022 use 0.1-0.2)")
+    labels: str = _f("none", "labels of an image folder: none (unconditional, all images recursively), folders "
+                             "(class = first-level sub-folder) or FILE.json; other data carry their own")
+    workers: int = _f(2, "data-loader worker processes for folders / prepared / npz data (0 = in the training "
+                         "process); the batches do not depend on it")
+    crop_pad: int = _f(0, "random-crop augmentation: reflect-pad by this many pixels, crop back at a random "
+                          "offset (0 = off)")
 
     def __post_init__(self):
         if self.channels is None:
@@ -121,6 +128,16 @@ class RunConfig:
     ckpt_every_images: int = _f(20_000, "checkpoint interval in images (0 = only at the end)", flag="ckpt-every")
     sample_every_images: int = _f(0, "sample-grid interval in images (0 = only at the end)", flag="sample-every")
     keep: int = _f(3, "checkpoints kept")
+    log: Literal["none", "tensorboard", "wandb"] = _f("none", "experiment tracking beside RUN/log.jsonl: "
+                                                              "tensorboard (RUN/tensorboard) or wandb (offline)")
+    eval_every_images: int = _f(0, "evaluate the EMA model every this many images (0 = never): Fréchet "
+                                   "distance of --eval-n samples against the training data (and class accuracy "
+                                   "with labels), into RUN/eval.jsonl", flag="eval-every")
+    eval_n: int = _f(500, "samples per evaluation")
+    eval_features: str = _f("digits", "feature network of the evaluation: digits (shipped) or inception "
+                                      "(needs --eval-inception-weights)")
+    eval_inception_weights: str | None = _f(None, "pytorch-fid's Inception weights file, for --eval-features inception")
+    keep_best: bool = _f(False, "also keep the checkpoint with the lowest evaluation FD in RUN/best")
     max_nan_steps: int = _f(10, "stop after this many non-finite steps in a row")
 
     def __post_init__(self):
@@ -132,6 +149,12 @@ class RunConfig:
             raise PixdiffError(f"--log-every must be at least 1 image (got {self.log_every_images})")
         if self.ckpt_every_images < 0 or self.sample_every_images < 0:
             raise PixdiffError("--ckpt-every and --sample-every must be >= 0 (0 = only at the end)")
+        if self.log not in ("none", "tensorboard", "wandb"):
+            raise PixdiffError(f"--log must be none, tensorboard or wandb (got {self.log!r})")
+        if self.eval_every_images < 0 or self.eval_n < 2:
+            raise PixdiffError("--eval-every must be >= 0 and --eval-n >= 2")
+        if self.keep_best and not self.eval_every_images:
+            raise PixdiffError("--keep-best needs --eval-every")
         if self.keep < 1:
             raise PixdiffError(f"--keep must be at least 1 (got {self.keep})")
         if self.max_nan_steps < 1:
@@ -216,7 +239,8 @@ def _migrate(d: dict) -> dict:
 # its learning rate at every step it shares with the original. optim.decay_images itself may be
 # changed on purpose, to re-plan the decay of an extended run from the resume step on.
 RESUME_MAY_CHANGE = {"run.images", "run.log_every_images", "run.ckpt_every_images", "run.sample_every_images",
-                     "run.keep", "run.max_nan_steps", "optim.decay_images"}
+                     "run.keep", "run.max_nan_steps", "optim.decay_images", "run.log", "run.eval_every_images",
+                     "run.eval_n", "run.eval_features", "run.eval_inception_weights", "run.keep_best"}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

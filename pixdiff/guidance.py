@@ -1,30 +1,40 @@
 """Guidance: wrappers that turn denoisers into denoisers.
 
 Every wrapper here takes one or more denoisers ``denoiser(z, logsnr, cond=None) -> x̂`` and
-returns another with the same interface, so every sampler can use every guidance method and no
-sampler knows guidance exists. ``cond=None`` on a guided denoiser is the unguided
-unconditional (null-label) prediction.
+returns another with the same interface, so every sampler can use every guidance method.
+``cond=None`` on a guided denoiser is the unguided unconditional (null-label) prediction.
+
+Learned variance (Nichol & Dhariwal 2021, §3.1): every wrapper has ``learn_sigma`` (that of the
+model it guides) and ``predict(z, logsnr, cond) -> DenoiserOutput(x̃, var_interp)``, the guided x̃
+beside the variance fraction of the conditional (good) model: guidance moves the mean and keeps
+the model's variance, as Dhariwal & Nichol 2021 do (Alg. 1 uses Σ_θ unchanged). So ``ddpm`` with a
+guided learned-variance model samples with the learned variance.
+
+The one sampler that knows a method: the ancestral samplers (``ddpm``, ``sid2_ddpm``) recognise
+``ClassifierGuidance`` and apply Dhariwal & Nichol 2021 Algorithm 1 (mean shift s Σ ∇ log p_φ,
+via ``model_x`` / ``model_predict`` and ``score_shift``) instead of the x̂ shift that every other
+sampler gets by calling the wrapper.
 
 Why guidance can live in x-space. At a fixed (z, λ) the parameterisations are affine in x̂
-(seed 004 eq. 1, ``pixdiff.process``):
+(Hoogeboom et al. 2025 eq. 1, ``pixdiff.process``):
 
     ε̂ = (z − α x̂)/σ,   v̂ = (α z − x̂)/σ,   score = (α x̂ − z)/σ²   (Tweedie)
 
 An affine map f(x̂) = a + b x̂ commutes with every combination whose weights sum to one:
 f((1+w) x̂_c − w x̂_u) = (1+w) f(x̂_c) − w f(x̂_u), because the constant a enters with weight
-(1+w) − w = 1. So seed 001's ε̃ = (1+w) ε_c − w ε_u is exactly x̃ = (1+w) x̂_c − w x̂_u, and the
-same holds for v and the score. Adding a term to the score is adding σ²/α times it to x̂.
+(1+w) − w = 1. So Ho & Salimans 2022's ε̃ = (1+w) ε_c − w ε_u is exactly x̃ = (1+w) x̂_c − w x̂_u,
+and the same holds for v and the score. Adding a term to the score is adding σ²/α times it to x̂.
 
-Methods (the formulas are derived below each heading; seed spelling is corrected where noted):
+Methods (the formulas are derived below each heading):
 
-- ``classifier_free`` (seed 001, "Classifier-Free Guidance", Algorithm 2 line 3), optionally only
-  on a logSNR interval (seed 004 §A.3/§A.4, after Kynkäänniemi et al. 2024);
-- ``classifier``: classifier guidance with a noisy classifier (seed 000, "Classifier Guidance",
-  DDIM form) and ``classifier_mean_shift`` for ancestral samplers (seed 000 Algorithm 1);
-- ``autoguidance``: a model guided by a weaker version of itself (seed 004 §A.3, Karras et al.
-  2024 / EDM2).
+- ``classifier_free`` (Ho & Salimans 2022, Alg. 2 line 3), optionally only on a logSNR interval
+  (Kynkäänniemi et al. 2024; SiD2's intervals, Hoogeboom et al. 2025 App. A.4);
+- ``classifier``: classifier guidance with a noisy classifier (Dhariwal & Nichol 2021, §4.2, the
+  DDIM form of Alg. 2) and ``classifier_mean_shift``, Alg. 1 for ancestral samplers;
+- ``autoguidance``: a model guided by a weaker version of itself (Karras et al. 2024,
+  autoguidance; Hoogeboom et al. 2025 App. A.3).
 
-Label dropout (p_uncond, seed 001 Algorithm 1) is a training-time matter and lives in the trainer.
+Label dropout (p_uncond, Ho & Salimans 2022 Alg. 1) is a training-time matter and lives in the trainer.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from typing import Callable, Literal
 
 import torch
 
+from pixdiff.denoiser import DenoiserOutput
 from pixdiff.process import alpha_sigma
 
 __all__ = [
@@ -55,12 +66,12 @@ __all__ = [
 DenoiserFn = Callable[..., torch.Tensor]  # (z, logsnr, cond=None) -> x̂
 Interval = tuple[float, float]
 
-# Seed 004 §A.4 ("The important sampling settings"): the logSNR interval in which SiD2 applies
-# guidance, per image side length. The lower bound moves by 1.5 per 2× resolution (seed 004 §3,
-# "Bias over resolutions"), the upper bound stays at 5. The paper gives no other resolutions;
-# for those ``guidance_interval`` returns None (= guide at every λ). SiD2 pairs these intervals
-# with "guidance = 1.0", which we read as w = 1 in seed 001's convention (scale 1 + w = 2); the
-# seed does not say which convention it uses.
+# Hoogeboom et al. 2025, App. A.4 ("The important sampling settings"): the logSNR interval in which
+# SiD2 applies guidance (Kynkäänniemi et al. 2024), per image side length. The lower bound moves by
+# 1.5 per 2× resolution (§4.1, "Bias over resolutions"), the upper bound stays at 5. The paper
+# gives no other resolutions; for those ``guidance_interval`` returns None (= guide at every λ).
+# SiD2 pairs these intervals with "guidance = 1.0", which we read as w = 1 in Ho & Salimans 2022's
+# convention (scale 1 + w = 2); the paper does not say which convention it uses.
 GUIDANCE_INTERVALS: dict[int, Interval] = {
     128: (0.0, 5.0),
     256: (-1.5, 5.0),
@@ -69,8 +80,8 @@ GUIDANCE_INTERVALS: dict[int, Interval] = {
 
 
 def guidance_interval(resolution: int) -> Interval | None:
-    """SiD2's guidance interval (λ_lo, λ_hi) for square images of side ``resolution`` (seed 004
-    §A.4), or None (guide everywhere) where the paper gives none."""
+    """SiD2's guidance interval (λ_lo, λ_hi) for square images of side ``resolution`` (Hoogeboom et
+    al. 2025, App. A.4), or None (guide everywhere) where the paper gives none."""
     return GUIDANCE_INTERVALS.get(int(resolution))
 
 
@@ -142,24 +153,39 @@ def _pad(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return coef.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
 
 
-# --- classifier-free guidance (seed 001) -----------------------------------------------------------
+def _learn_sigma(denoiser) -> bool:
+    return bool(getattr(denoiser, "learn_sigma", False))
+
+
+def _evaluate(denoiser, z: torch.Tensor, logsnr, cond, with_var: bool):
+    """(x̂, var_interp): with ``with_var`` from the denoiser's ``predict`` when it has one (IDDPM's
+    learned variance), else (denoiser(z, λ, cond), None)."""
+    if with_var and callable(getattr(denoiser, "predict", None)):
+        out = denoiser.predict(z, logsnr, cond)
+        if isinstance(out, tuple):
+            return out[0], out[1]
+        return out.x_hat, out.var_interp
+    return denoiser(z, logsnr, cond), None
+
+
+# --- classifier-free guidance (Ho & Salimans 2022) ------------------------------------------------
 
 
 class ClassifierFreeGuidance:
     """x̃ = (1 + w) x̂(z, c) − w x̂(z, ∅) for λ in (λ_lo, λ_hi), else x̂(z, c).
 
-    Seed 001, "Classifier-Free Guidance", Algorithm 2 line 3: ε̃ = (1 + w) ε_θ(z, c) − w ε_θ(z),
-    carried to x-space exactly (module docstring). Computed as ``lerp(x̂_u, x̂_c, 1 + w)`` =
+    Ho & Salimans 2022, Algorithm 2 line 3: ε̃ = (1 + w) ε_θ(z, c) − w ε_θ(z), carried to x-space
+    exactly (module docstring). Computed as ``lerp(x̂_u, x̂_c, 1 + w)`` =
     x̂_c + w (x̂_c − x̂_u), so w = 0 returns x̂_c bit for bit. The other common convention is the
     guidance *scale* g = 1 + w (EDM2's ``guidance``, diffusers' ``guidance_scale``): g = 1 is no
     guidance; pass w = g − 1.
 
-    Interval (seed 004 §A.3–A.4): λ is per sample, so each sample is guided only where its own
+    Interval (Kynkäänniemi et al. 2024; Hoogeboom et al. 2025 App. A.4): λ is per sample, so each sample is guided only where its own
     λ lies in the open interval (λ_lo, λ_hi); the others get the conditional prediction, and the
     unconditional pass is run only for the samples that need it.
 
     The unconditional pass: if the denoiser has an int attribute ``null_label`` (a network
-    trained with label dropout, seed 001 Algorithm 1), conditional and unconditional halves run in
+    trained with label dropout, Ho & Salimans 2022 Alg. 1), conditional and unconditional halves run in
     one forward on the concatenated batch [z; z] with labels [c; null_label]. Otherwise the
     denoiser is called twice, once with ``cond`` and once with ``cond=None`` (which, by the
     interface, is the unconditional / null-label prediction).
@@ -167,6 +193,9 @@ class ClassifierFreeGuidance:
     ``nfe_per_call``: network evaluations per sample per call (2, or 1 when w = 0), times those of
     the wrapped denoiser. Called with ``cond=None`` it returns the unconditional prediction
     (guidance towards "no class" is the identity: (1 + w) x̂_u − w x̂_u = x̂_u).
+
+    ``predict`` returns the same x̃ with the conditional pass's ``var_interp`` (the model's
+    ``predict``; None for a model without learned variance); ``learn_sigma`` is the model's.
     """
 
     def __init__(self, denoiser: DenoiserFn, w: float, interval: Interval | None = None):
@@ -189,43 +218,56 @@ class ClassifierFreeGuidance:
         lo, hi = self.interval
         return (logsnr > lo) & (logsnr < hi)
 
+    @property
+    def learn_sigma(self) -> bool:
+        return _learn_sigma(self.denoiser)
+
     def __call__(self, z: torch.Tensor, logsnr, cond=None) -> torch.Tensor:
+        return self._guide(z, logsnr, cond, False)[0]
+
+    def predict(self, z: torch.Tensor, logsnr, cond=None) -> DenoiserOutput:
+        return DenoiserOutput(*self._guide(z, logsnr, cond, True))
+
+    def _guide(self, z: torch.Tensor, logsnr, cond, with_var: bool):
         cond = _labels(cond, z.shape[0], z.device)
         if cond is None:
-            return self.denoiser(z, logsnr, None)
+            return _evaluate(self.denoiser, z, logsnr, None, with_var)
         lam = _per_sample(logsnr, z)
         mask = self.guided_mask(lam)  # [B]
         if not bool(mask.any()):
-            return self.denoiser(z, logsnr, cond)
+            return _evaluate(self.denoiser, z, logsnr, cond, with_var)
         every = bool(mask.all())
         z_u, lam_u = (z, lam) if every else (z[mask], lam[mask])
         if self.null_label is not None:
             null = torch.full((z_u.shape[0],), self.null_label, dtype=torch.long, device=z.device)
-            both = self.denoiser(torch.cat([z, z_u]), torch.cat([lam, lam_u]), torch.cat([cond, null]))
+            both, var = _evaluate(self.denoiser, torch.cat([z, z_u]), torch.cat([lam, lam_u]), torch.cat([cond, null]),
+                                  with_var)
             x_c, x_u = both[: z.shape[0]], both[z.shape[0]:]
+            var = None if var is None else var[: z.shape[0]]
         else:
-            x_c = self.denoiser(z, logsnr, cond)
+            x_c, var = _evaluate(self.denoiser, z, logsnr, cond, with_var)
             x_u = self.denoiser(z_u, lam_u, None)
         if every:
-            return torch.lerp(x_u, x_c, 1.0 + self.w)
+            return torch.lerp(x_u, x_c, 1.0 + self.w), var
         out = x_c.clone()
         out[mask] = torch.lerp(x_u, x_c[mask], 1.0 + self.w)
-        return out
+        return out, var
 
 
 def classifier_free(denoiser: DenoiserFn, w: float, interval: Interval | None = None) -> ClassifierFreeGuidance:
-    """Classifier-free guidance x̃ = (1 + w) x̂_c − w x̂_u (seed 001), w ≥ 0 (w = 0: conditional
-    model, unguided), optionally only for λ in ``interval`` = (λ_lo, λ_hi) (seed 004; see
-    ``GUIDANCE_INTERVALS``). Returns a denoiser; see ``ClassifierFreeGuidance``."""
+    """Classifier-free guidance x̃ = (1 + w) x̂_c − w x̂_u (Ho & Salimans 2022, Alg. 2), w ≥ 0 (w = 0:
+    conditional model, unguided), optionally only for λ in ``interval`` = (λ_lo, λ_hi)
+    (Kynkäänniemi et al. 2024; see ``GUIDANCE_INTERVALS``). Returns a denoiser; see
+    ``ClassifierFreeGuidance``."""
     return ClassifierFreeGuidance(denoiser, w, interval)
 
 
-# --- classifier guidance (seed 000) ----------------------------------------------------------------
+# --- classifier guidance (Dhariwal & Nichol 2021) -----------------------------------------------------
 
 
 def classifier_gradient(classifier: Callable, z: torch.Tensor, logsnr, cond) -> torch.Tensor:
-    """g = ∇_z log p_φ(y | z_t) for each sample's label y = cond (seed 000, "Classifier Guidance":
-    "the gradient of the classifier output w.r.t. the input image x_t").
+    """g = ∇_z log p_φ(y | z_t) for each sample's label y = cond (Dhariwal & Nichol 2021, §4.1: the
+    gradient of the classifier's log-probability with respect to the noisy input x_t).
 
     ``classifier(z, logsnr) -> logits [B, C]``; log p(y | z) = log_softmax(logits)[y], so
     unnormalised logits and exact log-probabilities both work. The gradient is taken with autograd
@@ -252,18 +294,23 @@ class ClassifierGuidance:
     """x̃ = x̂ + (σ²/α) s ∇_z log p_φ(y | z_t).
 
     Derivation. Guidance samples the tilted p(z | y)_s ∝ p(z) p(y | z)^s, whose score is
-    ∇ log p(z) + s ∇ log p(y | z) (seed 000, "Classifier Guidance": ∇ log(p_θ(x_t) p_φ(y | x_t)),
-    with the gradient scale s of Algorithm 1). Tweedie gives score = (α x̂ − z)/σ², so
+    ∇ log p(z) + s ∇ log p(y | z) (Dhariwal & Nichol 2021, §4.2: ∇ log(p_θ(x_t) p_φ(y | x_t)),
+    with the gradient scale s of Algorithms 1–2). Tweedie gives score = (α x̂ − z)/σ², so
     x̂ = (z + σ² score)/α, and adding s g to the score adds (σ²/α) s g to x̂. In ε-form this is
-    ε̃ = (z − α x̃)/σ = ε̂ − σ s g: seed 000's DDIM form ε̂ − sqrt(1 − ᾱ_t) ∇ log p_φ(y|x_t) with
-    σ = sqrt(1 − ᾱ_t) (the seed writes it for s = 1).
+    ε̃ = (z − α x̃)/σ = ε̂ − σ s g: Algorithm 2's ε̂ − sqrt(1 − ᾱ_t) s ∇ log p_φ(y|x_t) with
+    σ = sqrt(1 − ᾱ_t). This is what every ODE sampler (and ``ddim``) gets by calling the wrapper.
+
+    Ancestral samplers use Algorithm 1 instead (``ddpm`` and ``sid2_ddpm`` recognise this class):
+    μ and Σ from the unguided model (``model_x`` / ``model_predict``), then
+    z_s ~ N(μ + Σ · ``score_shift``, Σ), ``score_shift`` = s g. ``predict`` returns x̃ with the
+    model's ``var_interp``; ``learn_sigma`` is the model's.
 
     With the exact classifier p(y | z) of the data, s = 1 turns the unconditional model into the
     conditional one, and scale s equals classifier-free guidance with w = s − 1 (p(z|y)^s p(z)^{1−s}
     ∝ p(z) p(y|z)^s); tests/test_guidance.py checks this on the Gaussian mixture.
 
     ``conditional``: whether the wrapped denoiser is told the label (ADM-G's "conditional model +
-    classifier", seed 000 Table 4) or called with cond=None (an unconditional model). Called with
+    classifier", Dhariwal & Nichol 2021 Table 4) or called with cond=None (an unconditional model). Called with
     cond=None, the guided denoiser returns the unguided unconditional prediction.
     ``nfe_per_call`` counts denoiser evaluations (1 × the wrapped one's); each call also runs the
     classifier forward and backward once.
@@ -277,32 +324,60 @@ class ClassifierGuidance:
         self.conditional = bool(conditional)
         self.nfe_per_call = _nfe(denoiser)
 
-    def __call__(self, z: torch.Tensor, logsnr, cond=None) -> torch.Tensor:
+    @property
+    def learn_sigma(self) -> bool:
+        return _learn_sigma(self.denoiser)
+
+    def _model_cond(self, z, cond):
         cond = _labels(cond, z.shape[0], z.device)
-        x_hat = self.denoiser(z, logsnr, cond if self.conditional else None)
+        return cond, (cond if self.conditional else None)
+
+    def model_x(self, z: torch.Tensor, logsnr, cond=None) -> torch.Tensor:
+        """The unguided model's x̂ (told the label when ``conditional``)."""
+        return self.denoiser(z, logsnr, self._model_cond(z, cond)[1])
+
+    def model_predict(self, z: torch.Tensor, logsnr, cond=None) -> DenoiserOutput:
+        """The unguided model's (x̂, var_interp): Algorithm 1's μ_θ and Σ_θ."""
+        return DenoiserOutput(*_evaluate(self.denoiser, z, logsnr, self._model_cond(z, cond)[1], True))
+
+    def score_shift(self, z: torch.Tensor, logsnr, cond=None) -> torch.Tensor | None:
+        """s ∇_{z_t} log p_φ(y | z_t), the term guidance adds to the score; None without labels or
+        at s = 0 (nothing to add)."""
+        cond = _labels(cond, z.shape[0], z.device)
         if cond is None or self.scale == 0.0:
+            return None
+        return self.scale * classifier_gradient(self.classifier, z, _per_sample(logsnr, z), cond)
+
+    def _shift_x(self, x_hat: torch.Tensor, z: torch.Tensor, logsnr, cond) -> torch.Tensor:
+        shift = self.score_shift(z, logsnr, cond)
+        if shift is None:
             return x_hat
-        lam = _per_sample(logsnr, z)
-        grad = classifier_gradient(self.classifier, z, lam, cond)
-        a, s = alpha_sigma(lam.to(torch.float64))
-        return x_hat + _pad(s * s / a * self.scale, x_hat) * grad.to(x_hat.dtype)
+        a, s = alpha_sigma(_per_sample(logsnr, z).to(torch.float64))
+        return x_hat + _pad(s * s / a, x_hat) * shift.to(x_hat.dtype)
+
+    def __call__(self, z: torch.Tensor, logsnr, cond=None) -> torch.Tensor:
+        return self._shift_x(self.model_x(z, logsnr, cond), z, logsnr, cond)
+
+    def predict(self, z: torch.Tensor, logsnr, cond=None) -> DenoiserOutput:
+        out = self.model_predict(z, logsnr, cond)
+        return DenoiserOutput(self._shift_x(out.x_hat, z, logsnr, cond), out.var_interp)
 
 
 def classifier(denoiser: DenoiserFn, classifier: Callable, scale: float, *,
                conditional: bool = True) -> ClassifierGuidance:
-    """Classifier guidance of gradient scale s (seed 000) with a noisy classifier
+    """Classifier guidance of gradient scale s (Dhariwal & Nichol 2021, Alg. 1–2) with a noisy classifier
     ``classifier(z, logsnr) -> logits [B, C]``; returns a denoiser (see ``ClassifierGuidance``)."""
     return ClassifierGuidance(denoiser, classifier, scale, conditional)
 
 
 def classifier_mean_shift(mean: torch.Tensor, variance, grad: torch.Tensor, scale: float) -> torch.Tensor:
-    """μ + s Σ ∇_{z_t} log p_φ(y | z_t): seed 000 Algorithm 1 (ADM), for ancestral samplers that
-    draw z_s ~ N(μ, Σ). ``variance`` is Σ: a scalar, a per-sample [B] tensor (as
+    """μ + s Σ ∇_{z_t} log p_φ(y | z_t): Dhariwal & Nichol 2021, Algorithm 1, for ancestral samplers
+    that draw z_s ~ N(μ, Σ) (``ddpm`` applies it itself to a ``ClassifierGuidance`` denoiser). ``variance`` is Σ: a scalar, a per-sample [B] tensor (as
     ``pixdiff.process.posterior`` returns) or a per-element tensor like ``mean`` (IDDPM's learned
     Σ). ``grad`` comes from ``classifier_gradient`` at z_t.
 
     Relation to ``classifier``: shifting x̂ by (σ_t²/α_t) s g moves the posterior mean
-    c_x x̂ + c_z z_t (seed 004 eq. 3) by c_x σ_t²/α_t s g = (1 − r)(α_s/α_t) σ_t² s g, while
+    c_x x̂ + c_z z_t (Hoogeboom et al. 2025 eq. 3) by c_x σ_t²/α_t s g = (1 − r)(α_s/α_t) σ_t² s g, while
     Algorithm 1 moves it by Σ s g = (1 − r) σ_s² s g (r = e^{λ_t − λ_s}). They agree to first order
     in the step size (α_s ≈ α_t, σ_s ≈ σ_t): Algorithm 1 is the small-step approximation."""
     scale = _check_weight(scale, "classifier guidance scale", None)
@@ -316,20 +391,22 @@ def classifier_mean_shift(mean: torch.Tensor, variance, grad: torch.Tensor, scal
     return mean + scale * var.to(mean.dtype) * grad.to(mean.dtype)
 
 
-# --- autoguidance (seed 004 §A.3; Karras et al. 2024) ------------------------------------------------
+# --- autoguidance (Karras et al. 2024, autoguidance; Hoogeboom et al. 2025 App. A.3) -----------------
 
 
 class AutoGuidance:
     """D = D_weak + w (D_good − D_weak): a model guided by a worse version of itself.
 
-    Seed 004 §A.3: "Autoguidance does not use an unconditional model as negative signal. Instead,
-    the negative signal is provided by a *worse* model, either earlier in training or a small
-    version." Both models get the same cond.
+    Karras et al. 2024 (autoguidance) guide a model with a smaller or less-trained version of
+    itself instead of an unconditional model; as Hoogeboom et al. 2025 (App. A.3) put it, "the
+    negative signal is provided by a *worse* model, either earlier in training or a small
+    version." Both models get the same cond. ``predict`` returns D with the good model's
+    ``var_interp``; ``learn_sigma`` is the good model's.
 
     Conventions (``convention``):
       - "edm2" (default): w is EDM2's ``guidance`` (``D_weak.lerp(D_good, w)``): w = 1 is D_good,
         w > 1 guides, w = 0 is D_weak.
-      - "cfg": w as in seed 001, D = D_good + w (D_good − D_weak): w = 0 is D_good; the same as
+      - "cfg": w as in Ho & Salimans 2022, D = D_good + w (D_good − D_weak): w = 0 is D_good; the same as
         "edm2" with w + 1.
     ``nfe_per_call``: evaluations of both models (the weak one is usually cheaper), or only
     D_good's when w selects it exactly or good is weak.
@@ -346,11 +423,21 @@ class AutoGuidance:
         self._only_good = self.w == 1.0 or good is weak
         self.nfe_per_call = _nfe(good) + (0 if self._only_good else _nfe(weak))
 
+    @property
+    def learn_sigma(self) -> bool:
+        return _learn_sigma(self.good)
+
     def __call__(self, z: torch.Tensor, logsnr, cond=None) -> torch.Tensor:
         d_good = self.good(z, logsnr, cond)
         if self._only_good:
             return d_good
         return torch.lerp(self.weak(z, logsnr, cond), d_good, self.w)
+
+    def predict(self, z: torch.Tensor, logsnr, cond=None) -> DenoiserOutput:
+        d_good, var = _evaluate(self.good, z, logsnr, cond, True)
+        if self._only_good:
+            return DenoiserOutput(d_good, var)
+        return DenoiserOutput(torch.lerp(self.weak(z, logsnr, cond), d_good, self.w), var)
 
 
 def autoguidance(good: DenoiserFn, weak: DenoiserFn, w: float, *,

@@ -1,15 +1,16 @@
 """Noise schedules, all spoken in one language: the log signal-to-noise ratio λ(t), t ∈ [0, 1].
 
-Every schedule answers three questions in float64 (SiD2, seed 004 §1.1; VDM):
+Every schedule answers three questions in float64 (Hoogeboom et al. 2025 (SiD2), §1.1;
+Kingma et al. 2021 (VDM)):
 
     logsnr(t)      λ(t), monotonically decreasing: t = 0 is (nearly) clean data, t = 1 noise
     t(logsnr)      its inverse
-    dlogsnr_dt(t)  dλ/dt (< 0), the factor that makes the SiD2 loss (seed 004 eq. 2)
+    dlogsnr_dt(t)  dλ/dt (< 0), the factor that makes the SiD2 loss (SiD2 eq. 2)
                    invariant to the schedule
 
 The VP coefficients follow from λ alone: α² = sigmoid(λ), σ² = sigmoid(−λ) (see
 ``pixdiff.process``). Variance-exploding and EDM schedules are the same family seen in
-sigma-space, s = σ/α = exp(−λ/2) (seed 003, "EDM"), so they are written here as λ(t) too.
+sigma-space, s = σ/α = exp(−λ/2) (Karras et al. 2022), so they are written here as λ(t) too.
 
 Discrete-time models (DDPM, T = 1000) are ``DiscreteSchedule`` objects: a table of ᾱ at integer
 steps, answering at any t by piecewise-linear interpolation of λ between the steps. The DDPM
@@ -30,6 +31,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from pixdiff import process as _process
+
 __all__ = [
     "Schedule",
     "CosineSchedule",
@@ -45,6 +48,8 @@ __all__ = [
     "cosine_beta_table",
     "respace",
     "ddim_timesteps",
+    "respaced_timesteps",
+    "SPACINGS",
     "edm_sigma_grid",
     "logsnr_from_sigma",
     "sigma_from_logsnr",
@@ -75,16 +80,15 @@ def _check_logsnr(logsnr) -> torch.Tensor:
 
 
 def logsnr_from_sigma(sigma) -> torch.Tensor:
-    """λ = −2 log s for a sigma-space (VE / EDM) noise level s = σ/α (seed 003, EDM)."""
-    s = _as_f64(sigma, "sigma")
-    if (s < 0).any():
-        raise PixdiffError(f"sigma must be non-negative (got {s[s < 0].flatten()[0].item()})")
-    return -2.0 * torch.log(s)
+    """λ = −2 log s for a sigma-space (VE / EDM) noise level s = σ/α (Karras et al. 2022);
+    ``pixdiff.process.logsnr_from_sigma``."""
+    return _process.logsnr_from_sigma(sigma)
 
 
 def sigma_from_logsnr(logsnr) -> torch.Tensor:
-    """s = exp(−λ/2), the sigma-space noise level of a VP state at logSNR λ."""
-    return torch.exp(-0.5 * _check_logsnr(logsnr))
+    """s = exp(−λ/2), the sigma-space noise level of a VP state at logSNR λ;
+    ``pixdiff.process.sigma_from_logsnr``."""
+    return _process.sigma_from_logsnr(_check_logsnr(logsnr))
 
 
 class Schedule:
@@ -104,9 +108,8 @@ class Schedule:
         return self._dlogsnr_dt(_check_t(t))
 
     def alpha_sigma(self, t) -> tuple[torch.Tensor, torch.Tensor]:
-        """VP coefficients at t: α = sqrt(sigmoid(λ)), σ = sqrt(sigmoid(−λ))."""
-        lam = self.logsnr(t)
-        return torch.sigmoid(lam).sqrt(), torch.sigmoid(-lam).sqrt()
+        """VP coefficients at t: α = sqrt(sigmoid(λ)), σ = sqrt(sigmoid(−λ)) (``process.alpha_sigma``)."""
+        return _process.alpha_sigma(self.logsnr(t))
 
     @property
     def logsnr_max(self) -> float:
@@ -139,13 +142,14 @@ class Schedule:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
 
 
-# --- cosine family (VDM / simple diffusion / SiD2, seed 004 §2) --------------------------------
+# --- cosine family (VDM / simple diffusion, Hoogeboom et al. 2023 / SiD2) ----------------------
 
 
 @dataclass(repr=False)
 class CosineSchedule(Schedule):
     """λ(t) = −2 log tan(a + t (b − a)), the cosine schedule α = cos(πt/2) written in logSNR and
-    truncated to [logsnr_min, logsnr_max] by choosing a, b (SiD2's `cosine`, seed 004 §2).
+    truncated to [logsnr_min, logsnr_max] by choosing a, b (Hoogeboom et al. 2023; SiD2's
+    `cosine`, Hoogeboom et al. 2025, §4.1).
     ``shift`` adds a constant to λ (the shifted cosine)."""
 
     logsnr_lo: float = -15.0
@@ -173,8 +177,9 @@ class CosineSchedule(Schedule):
 
 def ShiftedCosineSchedule(resolution: int = 64, base_resolution: int = 64, logsnr_lo: float = -15.0,
                           logsnr_hi: float = 15.0) -> CosineSchedule:
-    """Shifted cosine: λ(t) + 2 log(base_resolution / resolution) (seed 004 §2: a 2× larger image
-    averaged by a 2×2 low-pass sees 1/4 of the noise, so its effective λ is 2 log 2 higher)."""
+    """Shifted cosine: λ(t) + 2 log(base_resolution / resolution) (Hoogeboom et al. 2023;
+    Hoogeboom et al. 2025, §2.1 "Loss shifting": a 2× larger image averaged by a 2×2 low-pass
+    sees 1/4 of the noise, so its effective λ is 2 log 2 higher)."""
     _check_res(resolution, "resolution")
     _check_res(base_resolution, "base_resolution")
     s = CosineSchedule(logsnr_lo, logsnr_hi, shift=2.0 * math.log(base_resolution / resolution))
@@ -189,7 +194,8 @@ def _check_res(r, name):
 
 @dataclass(repr=False)
 class InterpolatedCosineSchedule(Schedule):
-    """SiD2's `cosine_interpolated_low_L_high_H` (seed 004 Appendix A; simple diffusion):
+    """SiD2's `cosine_interpolated_low_L_high_H` (Hoogeboom et al. 2025, App. A.4; the
+    interpolated schedule of Hoogeboom et al. 2023):
     λ(t) = t · λ_shift(L)(t) + (1 − t) · λ_shift(H)(t), i.e. the cosine shifted for base resolution
     `low` near noise (t → 1) and for base resolution `high` near data (t → 0)."""
 
@@ -218,7 +224,7 @@ class InterpolatedCosineSchedule(Schedule):
 
 @dataclass(repr=False)
 class IDDPMCosineSchedule(Schedule):
-    """IDDPM cosine (seed 000 "Improved DDPM"; seed 001): ᾱ(t) = f(t)/f(0),
+    """IDDPM cosine (Nichol & Dhariwal 2021, §3.2): ᾱ(t) = f(t)/f(0),
     f(t) = cos²(π/2 · (t + s)/(1 + s)), s = 0.008. λ = log ᾱ − log(1 − ᾱ): +∞ at t = 0, −∞ at t = 1.
     ``betas(T)`` gives the discrete table with β clipped at ``max_beta`` = 0.999."""
 
@@ -250,12 +256,12 @@ class IDDPMCosineSchedule(Schedule):
         return cosine_beta_table(T, self.s, self.max_beta)
 
 
-# --- SDE schedules (seed 003, "score SDEs") -------------------------------------------------------
+# --- SDE schedules (Song et al. 2021b (score SDE), §3.4) ----------------------------------------
 
 
 @dataclass(repr=False)
 class VPSchedule(Schedule):
-    """VP SDE with linear β(t) = β_min + t (β_max − β_min) (seed 003):
+    """VP SDE with linear β(t) = β_min + t (β_max − β_min) (Song et al. 2021b):
     ᾱ(t) = exp(−u), u = β_min t + (β_max − β_min) t²/2, so λ = −log(expm1(u)).
     It is also the continuous form of DDPM's linear β table with β_min = T β_1, β_max = T β_T."""
 
@@ -290,7 +296,8 @@ class VPSchedule(Schedule):
 
 @dataclass(repr=False)
 class VESchedule(Schedule):
-    """VE SDE (seed 003, NCSN / score SDE): s(t) = σ_min (σ_max/σ_min)^t, geometric, so λ is linear."""
+    """VE SDE (Song & Ermon 2019, NCSN; Song et al. 2021b, score SDE): s(t) = σ_min (σ_max/σ_min)^t,
+    geometric, so λ is linear."""
 
     sigma_min: float = 0.01
     sigma_max: float = 50.0
@@ -314,7 +321,7 @@ class VESchedule(Schedule):
 
 @dataclass(repr=False)
 class EDMSchedule(Schedule):
-    """EDM's ρ-schedule as continuous time (seed 003, EDM eq. for t_i):
+    """EDM's ρ-schedule as continuous time (Karras et al. 2022, eq. 5):
     s(t) = (σ_min^{1/ρ} + t (σ_max^{1/ρ} − σ_min^{1/ρ}))^ρ; ``edm_sigma_grid`` samples it."""
 
     sigma_min: float = 0.002
@@ -342,8 +349,8 @@ class EDMSchedule(Schedule):
 
 @dataclass(repr=False)
 class EDMLogNormalSchedule(Schedule):
-    """EDM's training distribution ln s ~ N(P_mean, P_std²) (seed 003, EDM) as a schedule whose
-    uniform t gives that distribution: s(t) = exp(P_mean + P_std Φ⁻¹(t)). λ is ±∞ at t = 0, 1."""
+    """EDM's training distribution ln s ~ N(P_mean, P_std²) (Karras et al. 2022, Table 1) as a
+    schedule whose uniform t gives that distribution: s(t) = exp(P_mean + P_std Φ⁻¹(t)). λ is ±∞ at t = 0, 1."""
 
     p_mean: float = -1.2
     p_std: float = 1.2
@@ -366,17 +373,17 @@ class EDMLogNormalSchedule(Schedule):
         return 0.5 * (1.0 + torch.erf(q / math.sqrt(2.0)))
 
 
-# --- discrete tables (seed 000 / 001: DDPM, IDDPM respacing, DDIM sub-sequences) -------------------
+# --- discrete tables (DDPM, IDDPM respacing, DDIM sub-sequences) -------------------------------
 
 
 def linear_beta_table(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
-    """DDPM's linear β_1..β_T (seed 001, "forward process")."""
+    """DDPM's linear β_1..β_T (Ho et al. 2020, §4)."""
     _check_T(T)
     return torch.linspace(beta_start, beta_end, T, dtype=_F64)
 
 
 def cosine_beta_table(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
-    """IDDPM's cosine β_i = min(1 − ᾱ(i/T)/ᾱ((i−1)/T), max_beta) (seed 000, "Improved DDPM": the
+    """IDDPM's cosine β_i = min(1 − ᾱ(i/T)/ᾱ((i−1)/T), max_beta) (Nichol & Dhariwal 2021, §3.2: the
     clip avoids the singularity at t = 1)."""
     _check_T(T)
     i = torch.arange(T + 1, dtype=_F64) / T
@@ -394,7 +401,7 @@ class DiscreteSchedule(Schedule):
     ``num_train_timesteps`` steps), answering at any t by piecewise-linear λ between steps i/T.
 
     ``betas`` are the per-step β of *this* chain: after respacing to S = (S_1 < … < S_K),
-    β_k = 1 − ᾱ_{S_k} / ᾱ_{S_{k−1}} (seed 000, IDDPM "improving sampling speed")."""
+    β_k = 1 − ᾱ_{S_k} / ᾱ_{S_{k−1}} (Nichol & Dhariwal 2021, §4)."""
 
     name = "discrete"
 
@@ -431,7 +438,7 @@ class DiscreteSchedule(Schedule):
 
     @property
     def posterior_variance(self) -> torch.Tensor:
-        """β̃_k = (1 − ᾱ_{k−1}) / (1 − ᾱ_k) β_k (seed 001), with ᾱ_0 = 1 so β̃_1 = 0."""
+        """β̃_k = (1 − ᾱ_{k−1}) / (1 − ᾱ_k) β_k (Ho et al. 2020, eq. 7); ᾱ_0 = 1 so β̃_1 = 0."""
         prev = torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod[:-1]])
         return (1.0 - prev) / (1.0 - self.alphas_cumprod) * self.betas
 
@@ -468,7 +475,7 @@ class DiscreteSchedule(Schedule):
 
 def respace(schedule: DiscreteSchedule, use_timesteps: Sequence[int]) -> DiscreteSchedule:
     """Keep only the steps ``use_timesteps`` (1-based indices into ``schedule``'s steps) with
-    β_S = 1 − ᾱ_S / ᾱ_{S−1} (seed 000, IDDPM §"improving sampling speed")."""
+    β_S = 1 − ᾱ_S / ᾱ_{S−1} (Nichol & Dhariwal 2021, §4)."""
     idx = torch.as_tensor(sorted(set(int(i) for i in use_timesteps)), dtype=torch.long)
     if idx.numel() < 2 or idx[0] < 1 or idx[-1] > len(schedule):
         raise PixdiffError(f"use_timesteps must hold >= 2 distinct steps in [1, {len(schedule)}]")
@@ -476,7 +483,7 @@ def respace(schedule: DiscreteSchedule, use_timesteps: Sequence[int]) -> Discret
 
 
 def ddim_timesteps(T: int, steps: int, kind: str = "uniform") -> list[int]:
-    """DDIM's sub-sequence τ of length ``steps`` from 1..T (seed 000 "DDIM recap"; seed 001):
+    """DDIM's sub-sequence τ of length ``steps`` from 1..T (Song et al. 2021a (DDIM), §4.2):
     ``uniform`` τ_i = i·⌊T/steps⌋ + 1, ``quadratic`` τ_i = ⌊(i·sqrt(0.8 T)/(steps−1))²⌋ + 1."""
     _check_T(T)
     if not (isinstance(steps, int) and 1 <= steps <= T):
@@ -492,8 +499,43 @@ def ddim_timesteps(T: int, steps: int, kind: str = "uniform") -> list[int]:
     return [int(k) + 1 for k in seq]
 
 
+SPACINGS = ("linspace", "leading", "trailing")
+
+
+def respaced_timesteps(T: int, steps: int, spacing: str = "linspace") -> list[int]:
+    """``steps`` increasing 1-based steps of a chain of T, for sampling a discrete model with fewer
+    steps. ``spacing`` (named as diffusers' ``timestep_spacing``):
+
+        linspace   round(i (T − 1)/(steps − 1)) + 1: from step 1 to step T inclusive. IDDPM's
+                   ``space_timesteps(T, [steps])`` (Nichol & Dhariwal 2021, §4 "Improving
+                   sampling speed"; improved-diffusion respace.py, with its float accumulation
+                   and Python rounding) = diffusers' "linspace". One step is [T].
+        leading    i ⌊T/steps⌋ + 1: DDIM's uniform τ (Song et al. 2021a, §4.2; ``ddim_timesteps``)
+                   = diffusers' "leading"; starts at step 1, never reaches T.
+        trailing   round(T − i T/steps), i.e. T, T − T/steps, …: diffusers' "trailing"; starts at
+                   T, never reaches step 1.
+    """
+    _check_T(T)
+    if not (isinstance(steps, int) and 1 <= steps <= T):
+        raise PixdiffError(f"steps must be an integer in [1, {T}] (got {steps!r})")
+    if spacing == "linspace":
+        if steps == 1:
+            return [T]
+        frac, cur, out = (T - 1) / (steps - 1), 0.0, []
+        for _ in range(steps):
+            out.append(round(cur) + 1)
+            cur += frac
+        return out
+    if spacing == "leading":
+        return ddim_timesteps(T, steps, "uniform")
+    if spacing == "trailing":
+        return sorted(int(k) for k in np.round(np.arange(T, 0, -T / steps)).astype(np.int64))
+    raise PixdiffError(f"spacing must be one of {', '.join(SPACINGS)} (got {spacing!r})")
+
+
 def edm_sigma_grid(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
-    """EDM's time steps σ_0 = σ_max > … > σ_{N−1} = σ_min (seed 003, EDM Algorithm 1 / eq. 5):
+    """EDM's time steps σ_0 = σ_max > … > σ_{N−1} = σ_min (Karras et al. 2022, Alg. 1,
+    eq. 5):
     σ_i = (σ_max^{1/ρ} + i/(N−1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ. Samplers append σ_N = 0."""
     if not (isinstance(steps, int) and steps >= 1):
         raise PixdiffError(f"steps must be a positive integer (got {steps!r})")

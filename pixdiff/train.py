@@ -40,6 +40,7 @@ from pixdiff.config import TrainConfig, diff_configs, warn_if_past_decay
 from pixdiff.denoiser import Denoiser
 from pixdiff.generate import build_denoiser
 from pixdiff.runlock import RunLock
+from pixdiff.tracking import Tracker, make_tracker
 
 __all__ = ["train", "train_step", "TrainState", "StepResult", "build_denoiser", "ema_decay", "TrainingStopped"]
 
@@ -327,6 +328,9 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, device) ->
         return ckpt_io.save(out, st.images, state, st.denoiser.state_dict(), st.ema, opt_tensors, r.keep)
 
     log_f = open(out / "log.jsonl", "a") if st.rank == 0 else None
+    tracker = make_tracker(r.log, out, cfg.to_dict()) if st.rank == 0 else Tracker()
+    evaluator = Evaluator(cfg, ds, st.num_classes) if st.rank == 0 and r.eval_every_images else None
+    best_fd = _best_fd(out / "eval.jsonl")
     bar = _progress(r.images, st.images, enabled=progress and st.rank == 0)
     last_ckpt, t_log, img_log = None, time.perf_counter(), st.images
     with _StopFlag() as stop:
@@ -347,16 +351,26 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, device) ->
                        "nan_total": st.nan_total}
                 log_f.write(json.dumps(rec) + "\n")
                 log_f.flush()
+                tracker.scalars(st.images, rec)
                 bar.set_postfix(loss=f"{res.loss:.4f}", img_s=f"{rec['img_per_s']:.0f}")
                 t_log, img_log = now, st.images
             if _crossed(st.images, o.batch, r.ckpt_every_images):
                 last_ckpt = save_checkpoint()
             if st.rank == 0 and _crossed(st.images, o.batch, r.sample_every_images):
-                write_sample_grid(st.denoiser, st.ema, ds, st.num_classes, out / "samples" / f"{st.images:012d}.png",
-                                  r.seed)
+                grid = write_sample_grid(st.denoiser, st.ema, ds, st.num_classes,
+                                         out / "samples" / f"{st.images:012d}.png", r.seed)
+                tracker.image(st.images, "samples", grid)
+            if evaluator is not None and _crossed(st.images, o.batch, r.eval_every_images):
+                res = evaluator(st.denoiser, st.ema, st.images)
+                _append_jsonl(out / "eval.jsonl", res)
+                tracker.scalars(st.images, {k: v for k, v in res.items() if k != "images"}, prefix="eval")
+                if r.keep_best and res["fd"] < best_fd:
+                    best_fd = res["fd"]
+                    _save_best(out, st, res, meta)
             if stop.signal is not None:
                 break
     bar.close()
+    tracker.close()
     if log_f:
         log_f.close()
     if last_ckpt is None or last_ckpt.name != f"ckpt-{st.images:012d}":
@@ -459,7 +473,81 @@ def write_sample_grid(denoiser: Denoiser, ema: dict, ds, num_classes: int, path:
     dev = next(model.parameters()).device
     x = samplers.sample(model, (n, *ds.shape), sampler=sampler, steps=steps, generator=gens,
                         cond=None if cond is None else cond.to(dev), device=dev)
-    data_mod.save_png(path, data_mod.image_grid(x.float().cpu(), nrow=10), scale=4)
+    grid = data_mod.image_grid(x.float().cpu(), nrow=10)
+    data_mod.save_png(path, grid, scale=4)
+    return grid
+
+
+def _ema_model(denoiser: Denoiser, ema: dict) -> Denoiser:
+    import copy
+
+    model = copy.deepcopy(denoiser).eval()
+    model.load_state_dict(ema)
+    return model
+
+
+class Evaluator:
+    """Fréchet distance (and class accuracy with labels and the digits classifier) of ``eval_n``
+    EMA samples against the training images, during training. Samples use dpmpp_2m with 20 steps
+    and per-sample seeds seed + i, so successive evaluations differ only by the weights; the
+    reference statistics are computed once."""
+
+    def __init__(self, cfg: TrainConfig, ds, num_classes: int, sampler: str = "dpmpp_2m", steps: int = 20):
+        from pixdiff.metrics import compute_reference
+        from pixdiff.metrics.frechet import check_fd_samples
+        from pixdiff.metrics import get_extractor
+
+        if len(ds.shape) != 3:
+            raise PixdiffError("--eval-every evaluates images; 2-D point data has no feature network")
+        r = cfg.run
+        self.features = get_extractor(r.eval_features, r.eval_inception_weights, "cpu")
+        check_fd_samples(r.eval_n, self.features.dim, "--eval-n (Fréchet distance)")  # at the start, not at the first eval
+        c, h, _ = ds.shape
+        self.ref = compute_reference(ds.images.cpu(), self.features, ds.name, resolution=h, channels=c)
+        self.cfg, self.shape, self.num_classes, self.sampler, self.steps = cfg, ds.shape, num_classes, sampler, steps
+        self.with_acc = num_classes > 0 and r.eval_features == "digits" and cfg.data.name == "digits"
+
+    @torch.no_grad()
+    def __call__(self, denoiser: Denoiser, ema: dict, images: int) -> dict:
+        from pixdiff import samplers
+        from pixdiff.metrics import class_accuracy, feature_statistics, frechet_distance
+
+        model, n = _ema_model(denoiser, ema), self.cfg.run.eval_n
+        dev = next(model.parameters()).device
+        labels = torch.arange(n) % self.num_classes if self.num_classes else None
+        out = []
+        for lo in range(0, n, 250):
+            hi = min(n, lo + 250)
+            gens = [torch.Generator().manual_seed(self.cfg.run.seed + i) for i in range(lo, hi)]
+            x = samplers.sample(model, (hi - lo, *self.shape), sampler=self.sampler, steps=self.steps,
+                                generator=gens, cond=None if labels is None else labels[lo:hi].to(dev), device=dev)
+            out.append(x.float().clamp(-1, 1).cpu())
+        x = data_mod.from_uint8(data_mod.to_uint8(torch.cat(out)))  # score the 8-bit images a user would get
+        feats = self.features(x)
+        rec = {"images": images, "fd": float(frechet_distance(*feature_statistics(feats.features), self.ref.mu,
+                                                              self.ref.sigma)),
+               "n": n, "sampler": self.sampler, "steps": self.steps, "features": self.features.name}
+        if self.with_acc:
+            rec["accuracy"] = float(class_accuracy(feats.probs, labels).accuracy)
+        return rec
+
+
+def _append_jsonl(path: Path, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def _best_fd(path: Path) -> float:
+    recs = read_log(path)
+    return min((r["fd"] for r in recs if "fd" in r), default=float("inf"))
+
+
+def _save_best(out: Path, st: TrainState, res: dict, meta: dict) -> None:
+    """RUN/best holds one complete checkpoint (the lowest FD so far), loadable by pixdiff.load."""
+    opt_tensors, opt_meta = ckpt_io.optimizer_to_flat(st.opt)
+    state = {"config": st.cfg.to_dict(), "optim": opt_meta, "images": st.images, "step": st.step, "meta": meta,
+             "eval": res}
+    ckpt_io.save(out / "best", st.images, state, st.denoiser.state_dict(), st.ema, opt_tensors, keep=1)
 
 
 def _rng_states(seed: int, step: int) -> dict:

@@ -1,7 +1,7 @@
 """Guidance wrappers against exact answers on the class-conditional Gaussian mixture (toy_2d):
 
 - CFG with w = 0 is the conditional denoiser bit for bit; intervals select per sample; the
-  batched (null-label) pass equals two separate calls; the x-space form is seed 001's ε-form.
+  batched (null-label) pass equals two separate calls; the x-space form is Ho & Salimans 2022's ε-form.
 - Classifier guidance of scale s with the exact noisy classifier log p(y | z_t) equals CFG with
   w = s − 1 (both are the score of p(z) p(y|z)^s), to 1e-8 at several λ.
 - Samples of class c concentrate monotonically as w grows (variance and mass near the other
@@ -80,8 +80,8 @@ def test_cfg_w0_is_the_conditional_denoiser_exactly(gm, lam):
 
 
 @pytest.mark.parametrize("w", [0.5, 1.0, 3.0])
-def test_cfg_is_seed_001_eps_form_in_every_parameterisation(gm, w):
-    """x̃ = (1+w) x̂_c − w x̂_u is ε̃ = (1+w) ε_c − w ε_u (seed 001 Alg. 2), and likewise for v, score."""
+def test_cfg_is_ho_salimans_eps_form_in_every_parameterisation(gm, w):
+    """x̃ = (1+w) x̂_c − w x̂_u is ε̃ = (1+w) ε_c − w ε_u (Ho & Salimans 2022 Alg. 2), and likewise for v, score."""
     z, lam, cond = _noisy_batch(gm, torch.linspace(-5, 5, 64, dtype=F64))
     den = _denoiser(gm)
     x_t = G.classifier_free(den, w)(z, lam, cond)
@@ -110,7 +110,7 @@ def test_cfg_interval_is_per_sample_and_open(gm):
     den = _denoiser(gm)
     plain = G.classifier_free(den, 1.0)(z, lam, cond)
     cond_only = den(z, lam, cond)
-    lo, hi = G.guidance_interval(256)  # (−1.5, 5): seed 004 §A.4
+    lo, hi = G.guidance_interval(256)  # (−1.5, 5): Hoogeboom et al. 2025 App. A.4
     inside = (lam > lo) & (lam < hi)
     assert inside.tolist()[:6] == [False, False, True, True, False, False]
     for d in (den, NullLabelMixture(gm)):
@@ -193,8 +193,8 @@ def test_classifier_guidance_scale_s_equals_cfg_w_s_minus_1(gm, lam, s):
     assert (cg_c - cfg).abs().max() < 1e-8
 
 
-def test_classifier_guidance_is_seed_000_ddim_eps_form(gm):
-    """ε̃ = ε̂ − σ s ∇ log p(y | z_t) (seed 000, 'Classifier Guidance', with scale s)."""
+def test_classifier_guidance_is_dhariwal_nichol_alg2_eps_form(gm):
+    """ε̃ = ε̂ − σ s ∇ log p(y | z_t) (Dhariwal & Nichol 2021, Alg. 2, with scale s)."""
     z, lam, cond = _noisy_batch(gm, torch.linspace(-4, 4, 64, dtype=F64))
     den, clf, s = _denoiser(gm), _exact_classifier(gm), 3.0
     x_t = G.classifier(den, clf, s, conditional=False)(z, lam, cond)
@@ -250,7 +250,7 @@ def test_classifier_mean_shift_is_algorithm_1_and_the_small_step_limit_of_the_x_
 
 
 def _local_sample(denoiser, n, label, steps, generator, stochastic):
-    """DDIM (η = 0) or ancestral (seed 004 eq. 3 posterior) on the cosine schedule λ ∈ [−15, 15];
+    """DDIM (η = 0) or ancestral (Hoogeboom et al. 2025 eq. 3 posterior) on the cosine schedule λ ∈ [−15, 15];
     returns z/α at λ = 15 (≈ x). Used so the test does not depend on pixdiff.samplers."""
     lam = schedules.get("cosine").logsnr(torch.linspace(1, 0, steps + 1, dtype=F64))
     z = torch.randn(n, 2, generator=generator, dtype=F64)
@@ -331,7 +331,7 @@ def test_autoguidance_identities_and_linearity(gm, cond_kind):
     for w in (0.5, 2.0, 3.5):
         out = G.autoguidance(good, weak, w)(z, lam, cond)
         assert torch.allclose(out, d_weak + w * (d_good - d_weak), rtol=0, atol=1e-12)
-        # the seed-001-style convention: D_good + w (D_good − D_weak) = EDM2's w + 1
+        # Ho & Salimans 2022's convention: D_good + w (D_good − D_weak) = EDM2's w + 1
         cfg_style = G.autoguidance(good, weak, w, convention="cfg")(z, lam, cond)
         assert torch.allclose(cfg_style, d_good + w * (d_good - d_weak), rtol=0, atol=1e-12)
 

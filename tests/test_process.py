@@ -1,5 +1,6 @@
-"""The VP process: parameterisation round trips, posteriors (β̃ on discrete steps, and the
-seed's σ_{t→s} formula), transitions, sigma-space, EDM preconditioning."""
+"""The VP process: parameterisation round trips, posteriors (β̃ on discrete steps, and SiD2's
+σ_{t→s} formula, Hoogeboom et al. 2025 eq. 3), transitions, sigma-space, EDM preconditioning, and
+the one-λ ``*_at`` forms the samplers use."""
 
 import math
 
@@ -36,7 +37,7 @@ def test_parameterisation_roundtrip(kind):
     assert torch.allclose(pred, expect, atol=1e-9)
 
 
-def test_posterior_matches_seed_formula():
+def test_posterior_matches_sid2_eq3():
     """SiD2 eq. 3 with σ²_{t|s} = σ_t² − α²_{t|s} σ_s² (the square restored)."""
     lt, ls = torch.tensor([-2.0, 0.5, 3.0], dtype=torch.float64), torch.tensor([-1.0, 2.0, 3.5], dtype=torch.float64)
     z, x = _rand(3, 5), _rand(3, 5)
@@ -59,7 +60,7 @@ def test_posterior_variance_is_beta_tilde(name):
     lam = s.logsnr_table
     _, _, var = P.posterior_coefficients(lam[1:], lam[:-1])
     assert torch.allclose(var, s.posterior_variance[1:], rtol=1e-8)
-    # DDPM's mean coefficients (seed 001): sqrt(ᾱ_{t−1}) β_t/(1−ᾱ_t) and sqrt(α_t)(1−ᾱ_{t−1})/(1−ᾱ_t)
+    # DDPM's mean coefficients (Ho et al. 2020, eq. 7): sqrt(ᾱ_{t−1}) β_t/(1−ᾱ_t) and sqrt(α_t)(1−ᾱ_{t−1})/(1−ᾱ_t)
     ab, b = s.alphas_cumprod, s.betas
     cz, cx, _ = P.posterior_coefficients(lam[1:], lam[:-1])
     assert torch.allclose(cx, ab[:-1].sqrt() * b[1:] / (1 - ab[1:]), rtol=1e-8)
@@ -98,7 +99,7 @@ def test_sigma_space_roundtrip_and_edm_coefficients():
     z2, lam2 = P.from_sigma_space(xs, s)
     assert torch.allclose(z2, z, atol=1e-10) and torch.allclose(lam2, lam)
     c_skip, c_out, c_in, c_noise = P.edm_preconditioning(s, 0.5)
-    # EDM's design (seed 003): unit-variance network input when Var x = σ_d² ...
+    # EDM's design (Karras et al. 2022, App. B.6): unit-variance network input when Var x = σ_d² ...
     assert torch.allclose(c_in**2 * (0.25 + s**2), torch.ones(4, dtype=torch.float64))
     # ... and a unit-variance effective training target (x − c_skip x_σ)/c_out has unit variance when Var x = σ_d²
     tvar = ((1 - c_skip) ** 2 * 0.25 + c_skip**2 * s**2) / c_out**2
@@ -150,3 +151,32 @@ def test_denoiser_bad_inputs():
     with pytest.raises(ValueError, match="batch"):
         P.diffuse(torch.zeros(2, 3), torch.zeros(3), torch.zeros(2, 3))
     assert math.isfinite(P.alpha_sigma(torch.tensor(50.0))[1].item())
+
+
+@pytest.mark.parametrize("lt,ls", [(-30.0, -29.0), (-3.0, -1.0), (-0.5, 0.7), (2.0, 9.0), (12.0, 40.0), (5.0, math.inf)])
+def test_one_lambda_forms_equal_the_tensor_forms(lt, ls):
+    """``alpha_sigma_at`` etc. (floats, for the samplers' loops) are the tensor relations."""
+    for lam in (lt, ls):
+        a, s = P.alpha_sigma(torch.tensor(lam, dtype=torch.float64))
+        assert P.alpha_sigma_at(lam) == pytest.approx((a.item(), s.item()), rel=1e-14, abs=1e-300)
+        assert P.sigma_at(lam) == pytest.approx(P.sigma_from_logsnr(lam).item(), rel=1e-14, abs=0)
+        if lam != math.inf:
+            assert P.logsnr_at(P.sigma_at(lam)) == pytest.approx(lam, rel=1e-13, abs=1e-13)
+    assert P.logsnr_at(0.0) == math.inf and P.sigma_at(math.inf) == 0.0
+    want = [c.item() for c in P.posterior_coefficients(lt, ls)]
+    assert P.posterior_coefficients_at(lt, ls) == pytest.approx(want, rel=1e-13, abs=1e-300)
+    want = [c.item() for c in P.transition(lt, ls)]
+    assert P.transition_at(lt, ls) == pytest.approx(want, rel=1e-13, abs=1e-300)
+
+
+def test_sigma_logsnr_maps_and_schedules_use_them():
+    s = torch.tensor([0.0, 0.002, 1.0, 80.0], dtype=torch.float64)
+    lam = P.logsnr_from_sigma(s)
+    assert lam[0] == math.inf and torch.allclose(P.sigma_from_logsnr(lam), s, rtol=1e-14)
+    assert torch.equal(S.logsnr_from_sigma(s), lam) and torch.equal(S.sigma_from_logsnr(lam[1:]), P.sigma_from_logsnr(lam[1:]))
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    cos = S.get("cosine")
+    for u, v in zip(cos.alpha_sigma(t), P.alpha_sigma(cos.logsnr(t))):
+        assert torch.equal(u, v)
+    with pytest.raises(ValueError, match="non-negative"):
+        P.logsnr_from_sigma(-0.1)

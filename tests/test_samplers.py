@@ -87,7 +87,7 @@ def test_sde_samplers_other_process(name, process):
 
 
 def test_multistep_consistency():
-    """Algorithm 1 with 3 time points, f = the exact probability-flow map (seed 003)."""
+    """Song et al. 2023 Alg. 1 with 3 time points, f = the exact probability-flow map."""
     gm, _, ref = target("toy_2d")
     grid = torch.tensor([-2 * math.log(80.0), -2 * math.log(1.0), -2 * math.log(0.2)])
     x, nfe = _sample("consistency", "toy_2d", grid=grid)
@@ -187,14 +187,18 @@ def test_thresholds():
 
 
 def test_grids():
-    from pixdiff.schedules import ddim_timesteps, edm_sigma_grid, get
+    from pixdiff.schedules import ddim_timesteps, edm_sigma_grid, get, respaced_timesteps
     g = S.grids.edm(18)
     assert g.shape == (19,) and g[-1] == math.inf and (g[1:] > g[:-1]).all()
     torch.testing.assert_close(torch.exp(-0.5 * g[:-1]), edm_sigma_grid(18))
     sched = get("linear_discrete")
     g = S.grids.uniform_t(sched, 50)
-    idx = torch.tensor(ddim_timesteps(1000, 50)) - 1
+    idx = torch.tensor(respaced_timesteps(1000, 50)) - 1  # IDDPM's respacing: steps 1 … T
+    assert idx[0] == 0 and idx[-1] == 999
     torch.testing.assert_close(g[:-1], sched.logsnr_table[idx].flip(0))
+    g = S.grids.uniform_t(sched, 50, spacing="leading")  # DDIM's τ
+    torch.testing.assert_close(g[:-1], sched.logsnr_table[torch.tensor(ddim_timesteps(1000, 50)) - 1].flip(0))
+    assert respaced_timesteps(1000, 1) == [1000] and respaced_timesteps(1000, 4, "trailing") == [250, 500, 750, 1000]
     cos = get("cosine")
     g = S.grids.uniform_t(cos, 4, to_data=False)
     torch.testing.assert_close(g, cos.logsnr(torch.linspace(1, 0, 5, dtype=torch.float64)))
@@ -254,6 +258,10 @@ def test_option_the_sampler_does_not_take(name, opt):
     ("edm", {"S_churn": -1.0}, "S_churn must be a non-negative number"),
     ("langevin", {"steps_per_level": 0}, "steps_per_level must be a positive integer"),
     ("ddim", {"grid": "log"}, "unknown grid"),
+    ("ddpm", {"spacing": "middle"}, "spacing must be one of"),
+    ("edm", {"S_noise": float("nan")}, "S_noise must be a non-negative number"),
+    ("dpm_solver", {"order": True}, "order must be 1, 2 or 3"),
+    ("consistency", {"sigma_eps": -0.1}, "sigma_eps must be a non-negative number"),
 ])
 def test_bad_option_values(name, opt, msg):
     with pytest.raises(ValueError, match=msg):
@@ -275,3 +283,4 @@ def test_registry_metadata():
                                   "euler_maruyama", "pc", "langevin", "consistency"}
     assert S.options("ddim") == {"eta": 0.0, "clip_x": None}
     assert isinstance(S.get("langevin").schedule, VESchedule)
+    assert all(S.get(n).paper for n in S.available())

@@ -20,6 +20,7 @@ from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
                        EulerDiscreteScheduler, HeunDiscreteScheduler)
 
 from pixdiff import samplers as S  # noqa: E402
+from pixdiff.schedules import ddim_timesteps  # noqa: E402
 from pixdiff.schedules import get as get_schedule  # noqa: E402
 
 SHAPE = (6, 3, 4, 4)
@@ -55,9 +56,14 @@ def _start_noise(x_init_vp: torch.Tensor, lam0: float) -> torch.Tensor:
 
 
 
-@pytest.mark.parametrize("variance", ["fixed_small", "fixed_large"])
-def test_ddpm_matches_diffusers(variance):
-    sched = DDPMScheduler(**BETAS, variance_type=variance, clip_sample=False, timestep_spacing="leading")
+# (fixed_large, trailing) is left out: its last step runs from step T/k (diffusers' t = 39 > 0) to data,
+# and diffusers adds noise of variance β = 1 − ᾱ_40 there, where Ho et al. 2020 Alg. 2 (and pixdiff)
+# add none on the step into x_0; with β̃ (= 0 there) and with spacings ending at step 1 they agree.
+@pytest.mark.parametrize("variance,spacing", [(v, s) for v in ("fixed_small", "fixed_large")
+                                              for s in ("linspace", "leading", "trailing")
+                                              if (v, s) != ("fixed_large", "trailing")])
+def test_ddpm_matches_diffusers(variance, spacing):
+    sched = DDPMScheduler(**BETAS, variance_type=variance, clip_sample=False, timestep_spacing=spacing)
     sched.set_timesteps(25)
     x = _init()
     g = torch.Generator().manual_seed(1)
@@ -68,9 +74,13 @@ def test_ddpm_matches_diffusers(variance):
                     noise=_start_noise(_init(), grid[0]), generator=torch.Generator().manual_seed(1),
                     variance={"fixed_small": "beta_tilde", "fixed_large": "beta"}[variance])
     torch.testing.assert_close(ours, x, **TOL)
-    # pixdiff's own default grid for a discrete schedule is the same sub-sequence (diffusers 'leading')
-    torch.testing.assert_close(S.grids.uniform_t(get_schedule("linear_discrete"), 25),
+    # pixdiff's grid with the same spacing is the same sub-sequence; its default is 'linspace'
+    # (IDDPM's respacing: from step T down to step 1)
+    torch.testing.assert_close(S.grids.uniform_t(get_schedule("linear_discrete"), 25, spacing=spacing),
                                torch.tensor(grid, dtype=torch.float64), rtol=1e-4, atol=0)  # diffusers: float32 ᾱ
+    if spacing == "linspace":
+        torch.testing.assert_close(S.grids.uniform_t(get_schedule("linear_discrete"), 25),
+                                   torch.tensor(grid, dtype=torch.float64), rtol=1e-4, atol=0)
 
 
 def test_ddpm_learned_range_matches_diffusers():
@@ -103,6 +113,8 @@ def test_ddim_matches_diffusers(eta):
     sched = DDIMScheduler(**BETAS, clip_sample=False, set_alpha_to_one=True, steps_offset=0,
                           timestep_spacing="leading")
     sched.set_timesteps(20)
+    # DDIM's own sub-sequence τ (Song et al. 2021a) is diffusers' 'leading'
+    assert sorted(int(t) + 1 for t in sched.timesteps) == ddim_timesteps(1000, 20)
     x = _init()
     g = torch.Generator().manual_seed(1)
     grid = [_lam_ab(sched.alphas_cumprod[int(t)]) for t in sched.timesteps] + [math.inf]
