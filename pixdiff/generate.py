@@ -148,13 +148,18 @@ class Pipeline:
     @torch.no_grad()
     def sample(self, n: int, classes: Sequence[int] | None = None, sampler: str = "heun", steps: int | None = 18,
                guidance: float = 0.0, seed: int = 0, batch: int | None = None, *, guidance_interval=None,
-               classifier=None, guide_ckpt=None, progress: bool = False, **options):
+               classifier=None, guide_ckpt=None, progress: bool = False, distributed: bool | None = None,
+               **options):
         """Draw ``n`` images: ``(images uint8 [n, H, W, C], labels int64 [n] or None)``.
 
         ``classes`` are cycled through (default: every class); ``steps=None`` is the sampler's
         default; ``batch`` images go through the network at once (default 256). 2-D toy runs
         return float points [n, 2] instead of images. ``options`` go to ``pixdiff.sample``
-        (the sampler's own options, e.g. ``eta`` for ddim)."""
+        (the sampler's own options, e.g. ``eta`` for ddim).
+
+        Under ``torchrun`` (``distributed=None`` detects it) each process draws a contiguous share
+        of the n images and rank 0 returns them all, identical to one process (image i always
+        comes from seed + i); the other ranks return ``(None, None)``."""
         from tqdm import tqdm
 
         from pixdiff import samplers
@@ -168,15 +173,27 @@ class Pipeline:
         model, label_classes = self.guided(guidance, guidance_interval, classifier, guide_ckpt)
         labels = _labels_for(n, classes, label_classes)
         shape = self.data_shape
+        from pixdiff import distributed as dist_mod
+
+        rank, world = dist_mod.init() if distributed in (None, True) else (0, 1)
+        first, last = dist_mod.shard_range(n, rank, world)
         out = []
-        for lo in tqdm(range(0, n, batch), desc="sample", disable=not progress, unit="batch"):
-            hi = min(n, lo + batch)
+        for lo in tqdm(range(first, last, batch), desc="sample", disable=not progress or rank != 0, unit="batch"):
+            hi = min(last, lo + batch)
             gens = [torch.Generator().manual_seed(seed + i) for i in range(lo, hi)]
             cond = None if labels is None else labels[lo:hi].to(self.device)
             x = samplers.sample(model, (hi - lo, *shape), sampler=sampler, steps=steps, cond=cond, generator=gens,
                                 device=self.device, **options)
             out.append(x.float().clamp(-1, 1).cpu())
-        x = torch.cat(out)
+        x = torch.cat(out) if out else torch.empty((0, *shape))
+        if world > 1:
+            import torch.distributed as dist
+
+            parts = [None] * world if rank == 0 else None
+            dist.gather_object(x, parts, dst=0)
+            if rank != 0:
+                return None, None
+            x = torch.cat(parts)
         lab = None if labels is None else labels.numpy()
         if len(shape) == 1:  # vector (2-D toy) data: no pixels to quantise
             return x.numpy(), lab

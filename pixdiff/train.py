@@ -35,7 +35,7 @@ import torch.distributed as dist
 from pixdiff import checkpoint as ckpt_io
 from pixdiff.atomic import atomic_write, atomic_write_text
 from pixdiff import data as data_mod
-from pixdiff import losses, nets
+from pixdiff import distributed, losses, nets
 from pixdiff.config import TrainConfig, diff_configs, warn_if_past_decay
 from pixdiff.denoiser import Denoiser
 from pixdiff.generate import build_denoiser
@@ -69,10 +69,7 @@ def _global_batch_indices(n: int, seed: int, step: int, batch: int) -> torch.Ten
 
 
 def _dist_env() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
+    return distributed.init()
 
 
 class _StopFlag:

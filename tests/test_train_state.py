@@ -152,3 +152,19 @@ def test_sigma_data_is_stored_once():
     cfg = TrainConfig.from_dict({"loss": {"schedule": "edm_lognormal", "p_mean": -1.0, "p_std": 1.5}})
     sch = cfg.loss.build_schedule()
     assert (sch.p_mean, sch.p_std) == (-1.0, 1.5)
+
+
+def test_torchrun_sampling_splits_images_and_equals_one_process(small_run, tmp_path):
+    script = tmp_path / "s.py"
+    out = tmp_path / "two.npz"
+    script.write_text(
+        "import sys, numpy as np, pixdiff\n"
+        f"imgs, labels = pixdiff.load({str(small_run)!r}, device='cpu').sample(7, sampler='ddim', steps=3, seed=5, batch=2)\n"
+        f"if imgs is not None: np.savez({str(out)!r}, images=imgs, labels=labels)\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    one, labels = pixdiff.load(small_run, device="cpu").sample(7, sampler="ddim", steps=3, seed=5, batch=3)
+    f = np.load(out)
+    assert np.array_equal(f["images"], one) and f["labels"].tolist() == labels.tolist()
