@@ -124,6 +124,8 @@ class RunConfig:
         "fp32", "autocast precision of the network: fp32, bf16, or fp16 with a gradient scaler (weights, Adam "
                 "and EMA stay fp32); bf16/fp16 are for GPUs (slower than fp32 on CPUs without bf16 units)")
     compile: bool = _f(False, "torch.compile the network (slow first steps, faster after; GPUs)")
+    fsdp: bool = _f(False, "shard weights, gradients and Adam state over the torchrun processes (FSDP2) instead "
+                           "of replicating them (DDP); for networks that do not fit one device")
     log_every_images: int = _f(2_000, "log interval in images", flag="log-every")
     ckpt_every_images: int = _f(20_000, "checkpoint interval in images (0 = only at the end)", flag="ckpt-every")
     sample_every_images: int = _f(0, "sample-grid interval in images (0 = only at the end)", flag="sample-every")
@@ -240,7 +242,7 @@ def _migrate(d: dict) -> dict:
 # changed on purpose, to re-plan the decay of an extended run from the resume step on.
 RESUME_MAY_CHANGE = {"run.images", "run.log_every_images", "run.ckpt_every_images", "run.sample_every_images",
                      "run.keep", "run.max_nan_steps", "optim.decay_images", "run.log", "run.eval_every_images",
-                     "run.eval_n", "run.eval_features", "run.eval_inception_weights", "run.keep_best"}
+                     "run.eval_n", "run.eval_features", "run.eval_inception_weights", "run.keep_best", "run.fsdp"}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -35,7 +35,8 @@ import torch.distributed as dist
 from pixdiff import checkpoint as ckpt_io
 from pixdiff.atomic import atomic_write, atomic_write_text
 from pixdiff import data as data_mod
-from pixdiff import distributed, losses, nets
+from pixdiff.datasets import StepBatches, open_training_data
+from pixdiff import distributed, losses, nets, sharding
 from pixdiff.config import TrainConfig, diff_configs, warn_if_past_decay
 from pixdiff.denoiser import Denoiser
 from pixdiff.generate import build_denoiser
@@ -109,8 +110,7 @@ class TrainState:
     opt: torch.optim.Optimizer
     ema: dict[str, torch.Tensor]
     t_sampler: Any
-    x_all: torch.Tensor
-    y_all: torch.Tensor | None
+    data: Any  # pixdiff.datasets.StepBatches: data(step) = this rank's (x, labels or None) of batch step
     num_classes: int
     vector_data: bool
     device: torch.device
@@ -197,7 +197,7 @@ def train_step(st: TrainState) -> StepResult:
     for gr in st.opt.param_groups:
         gr["lr"] = lr
     st.opt.zero_grad(set_to_none=False)
-    idx = _global_batch_indices(len(st.x_all), cfg.run.seed, step, o.batch).to(st.device)
+    x_local, y_local = st.data(step)  # this rank's part of global batch `step`, augmented (pixdiff.datasets)
     loss_sum = torch.zeros((), device=st.device, dtype=torch.float64)
     dtype = AUTOCAST[cfg.run.precision]
     autocast = torch.autocast(st.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
@@ -205,15 +205,13 @@ def train_step(st: TrainState) -> StepResult:
     fwd = _ViaForward(model)
     for m in range(st.accum):
         shard = st.rank * st.accum + m
-        sl = idx[shard * st.micro : (shard + 1) * st.micro]
+        sl = slice(m * st.micro, (m + 1) * st.micro)  # = global shard rank·accum + m
         g = _shard_generator(cfg.run.seed, step, shard)
         torch.manual_seed(g.initial_seed())  # network dropout
-        x = st.x_all[sl]
-        if cfg.data.hflip:
-            x = data_mod.flip_horizontal(x, g)
+        x = x_local[sl]
         cond = None
-        if st.y_all is not None:
-            cond = st.y_all[sl].clone()
+        if y_local is not None:
+            cond = y_local[sl].clone()
             drop = torch.rand(cond.shape[0], generator=g).to(st.device) < cfg.data.p_uncond
             cond[drop] = st.num_classes  # the null label: label dropout of Ho & Salimans 2022, Alg. 1
         noise = None
@@ -257,6 +255,7 @@ def train_step(st: TrainState) -> StepResult:
             else:
                 st.ema[k].copy_(v)
     st.images += o.batch
+    gnorm = gnorm.full_tensor() if sharding.is_sharded(gnorm) else gnorm
     return StepResult(float(loss_sum), lr, float(gnorm), True)
 
 
@@ -311,25 +310,30 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, device) ->
     cfg, o, r = st.cfg, st.cfg.optim, st.cfg.run
 
     def save_checkpoint():
+        if r.fsdp:  # gather full tensors on every process; rank 0 writes them
+            model_sd, ema_sd = sharding.full_tensors(st.denoiser.state_dict()), sharding.full_tensors(st.ema)
+            opt_sd = sharding.full_optimizer_state(st.denoiser, st.opt)
+        else:
+            model_sd, ema_sd, opt_sd = st.denoiser.state_dict(), st.ema, st.opt
         if st.rank != 0:
             return None
-        if not _weights_finite(st):  # never write non-finite weights as a good checkpoint
+        if not _weights_finite(model_sd, ema_sd):  # never write non-finite weights as a good checkpoint
             kept = ckpt_io.list_checkpoints(out)
             raise TrainingStopped(f"the weights are not finite at {st.images} images (not saved); stopped. "
                                   f"Last good checkpoint: {kept[-1] if kept else 'none'}. Try a lower --lr.")
-        opt_tensors, opt_meta = ckpt_io.optimizer_to_flat(st.opt)
+        opt_tensors, opt_meta = ckpt_io.optimizer_to_flat(opt_sd)
         state = {"config": cfg.to_dict(), "optim": opt_meta, "images": st.images, "step": st.step,
                  "nan_total": st.nan_total, "t_sampler": st.t_sampler.state_dict() if st.t_sampler else None,
                  "meta": meta, "rng": _rng_states(r.seed, st.step), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                  "grad_scaler": st.scaler.state_dict() if st.scaler is not None else None}
-        return ckpt_io.save(out, st.images, state, st.denoiser.state_dict(), st.ema, opt_tensors, r.keep)
+        return ckpt_io.save(out, st.images, state, model_sd, ema_sd, opt_tensors, r.keep)
 
     log_f = open(out / "log.jsonl", "a") if st.rank == 0 else None
     tracker = make_tracker(r.log, out, cfg.to_dict()) if st.rank == 0 else Tracker()
     evaluator = Evaluator(cfg, ds, st.num_classes) if st.rank == 0 and r.eval_every_images else None
     best_fd = _best_fd(out / "eval.jsonl")
     bar = _progress(r.images, st.images, enabled=progress and st.rank == 0)
-    last_ckpt, t_log, img_log = None, time.perf_counter(), st.images
+    last_ckpt, saved_at, t_log, img_log = None, None, time.perf_counter(), st.images
     with _StopFlag() as stop:
         while st.images < r.images:
             res = train_step(st)
@@ -352,13 +356,17 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, device) ->
                 bar.set_postfix(loss=f"{res.loss:.4f}", img_s=f"{rec['img_per_s']:.0f}")
                 t_log, img_log = now, st.images
             if _crossed(st.images, o.batch, r.ckpt_every_images):
-                last_ckpt = save_checkpoint()
-            if st.rank == 0 and _crossed(st.images, o.batch, r.sample_every_images):
-                grid = write_sample_grid(st.denoiser, st.ema, ds, st.num_classes,
-                                         out / "samples" / f"{st.images:012d}.png", r.seed)
-                tracker.image(st.images, "samples", grid)
+                last_ckpt, saved_at = save_checkpoint(), st.images
+            if _crossed(st.images, o.batch, r.sample_every_images) and (st.rank == 0 or r.fsdp):
+                model = _ema_for_sampling(st, meta)
+                if st.rank == 0:
+                    grid = write_sample_grid(model, None, ds, st.num_classes,
+                                             out / "samples" / f"{st.images:012d}.png", r.seed)
+                    tracker.image(st.images, "samples", grid)
+            if r.eval_every_images and _crossed(st.images, o.batch, r.eval_every_images) and (st.rank == 0 or r.fsdp):
+                model = _ema_for_sampling(st, meta)
             if evaluator is not None and _crossed(st.images, o.batch, r.eval_every_images):
-                res = evaluator(st.denoiser, st.ema, st.images)
+                res = evaluator(model, None, st.images)
                 _append_jsonl(out / "eval.jsonl", res)
                 tracker.scalars(st.images, {k: v for k, v in res.items() if k != "images"}, prefix="eval")
                 if r.keep_best and res["fd"] < best_fd:
@@ -370,13 +378,13 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, device) ->
     tracker.close()
     if log_f:
         log_f.close()
-    if last_ckpt is None or last_ckpt.name != f"ckpt-{st.images:012d}":
+    if saved_at != st.images:  # the same decision on every process (FSDP gathers collectively)
         last_ckpt = save_checkpoint()
     if st.world > 1:
         dist.barrier()
     if st.rank == 0:
         plot_loss_curve(out / "log.jsonl", out / "loss.png")
-        if len(ds.shape) == 3 and stop.signal is None:
+        if len(ds.shape) == 3 and stop.signal is None and not r.fsdp:
             write_sample_grid(st.denoiser, st.ema, ds, st.num_classes, out / "samples.png", r.seed)
     return last_ckpt if last_ckpt is not None else out
 
@@ -398,7 +406,7 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, device, progress: bool):
         cfg.optim.decay_images = (ck.state["config"]["run"]["images"] if ck is not None else cfg.run.images)
     warn_if_past_decay(cfg)
 
-    ds = data_mod.load(cfg.data.name, cfg.data.resolution, cfg.data.channels, split="train")
+    ds = open_training_data(cfg.data, "train", verbose=progress and rank == 0)  # digits/photos/toys in memory, else lazy
     conditional = cfg.data.conditional and ds.labels is not None
     num_classes = ds.num_classes if conditional else 0
     o = cfg.optim
@@ -420,9 +428,10 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, device, progress: bool):
     if cfg.run.compile:
         denoiser.net.compile()  # in place: the state-dict keys stay those of the plain network
     st = TrainState(cfg, loss_cfg, denoiser, opt, {k: v.detach().clone().float() for k, v in denoiser.state_dict().items()},
-                    losses.make_sampler(loss_cfg), ds.images.to(device),
-                    ds.labels.to(device) if conditional else None, num_classes, vector_data, device, rank, world,
-                    micro, local // micro)
+                    losses.make_sampler(loss_cfg),
+                    StepBatches(ds, seed=cfg.run.seed, batch=o.batch, device=device, conditional=conditional, rank=rank,
+                                world=world, hflip=cfg.data.hflip, crop_pad=cfg.data.crop_pad, workers=cfg.data.workers),
+                    num_classes, vector_data, device, rank, world, micro, local // micro)
     meta = {"num_classes": num_classes, "in_channels": ds.shape[0], "class_names": ds.class_names,
             "net_kind": denoiser.net.config.kind if hasattr(denoiser.net, "config") else None,
             "net_config": asdict(denoiser.net.config) if hasattr(denoiser.net, "config") else None,
@@ -440,7 +449,17 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, device, progress: bool):
         _truncate_log(out / "log.jsonl", st.images)
         if rank == 0 and progress:
             print(f"resumed {ck.path} at {st.images} images", file=sys.stderr)
-    if world > 1:  # after loading, so every rank starts from the same (resumed) weights
+    if cfg.run.fsdp:  # after loading the full weights: each process keeps its shard of them
+        if world < 2:
+            raise PixdiffError("--fsdp shards over processes: launch with torchrun --nproc_per_node >= 2")
+        opt_state = opt.state_dict()
+        sharding.shard(denoiser)
+        st.opt = opt = torch.optim.AdamW(st.params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        if opt_state["state"]:
+            sharding.load_optimizer_state(denoiser, opt, opt_state)
+        st.ema = sharding.shard_like(st.ema, denoiser)
+        st.model = denoiser
+    elif world > 1:  # after loading, so every rank starts from the same (resumed) weights
         from torch.nn.parallel import DistributedDataParallel
 
         st.model = DistributedDataParallel(denoiser, device_ids=[device] if device.type == "cuda" else None)
@@ -462,10 +481,9 @@ def write_sample_grid(denoiser: Denoiser, ema: dict, ds, num_classes: int, path:
 
     from pixdiff import samplers
 
-    model = copy.deepcopy(denoiser).eval()
-    model.load_state_dict(ema)
+    model = _ema_model(denoiser, ema) if ema is not None else denoiser
     n = 100
-    cond = torch.arange(n, device=ds.images.device) // 10 % num_classes if num_classes else None
+    cond = torch.arange(n) // 10 % num_classes if num_classes else None  # moved to the model's device below
     gens = [torch.Generator().manual_seed(seed + i) for i in range(n)]
     dev = next(model.parameters()).device
     x = samplers.sample(model, (n, *ds.shape), sampler=sampler, steps=steps, generator=gens,
@@ -481,6 +499,19 @@ def _ema_model(denoiser: Denoiser, ema: dict) -> Denoiser:
     model = copy.deepcopy(denoiser).eval()
     model.load_state_dict(ema)
     return model
+
+
+def _ema_for_sampling(st: TrainState, meta: dict) -> Denoiser | None:
+    """A plain (unsharded) denoiser with the EMA weights. Under FSDP every process must call it
+    (the EMA is gathered); the model is built on rank 0 only (None elsewhere)."""
+    if not st.cfg.run.fsdp:
+        return _ema_model(st.denoiser, st.ema)
+    full = sharding.full_tensors(st.ema)
+    if st.rank != 0:
+        return None
+    model = build_denoiser(st.cfg, meta["in_channels"], st.num_classes, meta.get("net_config"), meta.get("net_kind"))
+    model.load_state_dict(full)
+    return model.to(st.device).eval()
 
 
 class Evaluator:
@@ -509,7 +540,7 @@ class Evaluator:
         from pixdiff import samplers
         from pixdiff.metrics import class_accuracy, feature_statistics, frechet_distance
 
-        model, n = _ema_model(denoiser, ema), self.cfg.run.eval_n
+        model, n = (_ema_model(denoiser, ema) if ema is not None else denoiser), self.cfg.run.eval_n
         dev = next(model.parameters()).device
         labels = torch.arange(n) % self.num_classes if self.num_classes else None
         out = []
@@ -592,15 +623,15 @@ def _truncate_log(path: Path, images: int) -> None:
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
-def _weights_finite(st: TrainState) -> bool:
+def _weights_finite(model_sd: dict, ema_sd: dict) -> bool:
     """One host sync: are every raw and EMA floating-point tensor finite?"""
-    flags = [torch.isfinite(v).all() for v in st.denoiser.state_dict().values() if v.is_floating_point()]
-    flags += [torch.isfinite(v).all() for v in st.ema.values() if v.is_floating_point()]
+    flags = [torch.isfinite(v).all() for sd in (model_sd, ema_sd) for v in sd.values() if v.is_floating_point()]
     return bool(torch.stack(flags).all()) if flags else True
 
 
 def _all_finite(loss_sum: torch.Tensor, params, world: int) -> bool:
-    ok = torch.isfinite(loss_sum) & torch.stack([torch.isfinite(p.grad).all() for p in params if p.grad is not None]).all()
+    ok = torch.isfinite(loss_sum) & torch.stack([torch.isfinite(sharding.local(p.grad)).all()
+                                                 for p in params if p.grad is not None]).all()
     flag = ok.to(torch.float32).reshape(1)
     if world > 1:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)

@@ -1,5 +1,6 @@
-"""`pixdiff train-classifier`: the noisy classifier p_φ(y | z_t) of classifier guidance (Dhariwal &
-Nichol 2021, §4: a classifier trained on noised images, conditioned on the noise level).
+"""The noisy classifier p_φ(y | z_t) of classifier guidance (Dhariwal & Nichol 2021, §4: a
+classifier trained on noised images, conditioned on the noise level); `pixdiff train-classifier`
+(pixdiff/cli/train_classifier.py) calls ``train_classifier``.
 
 Each step draws t ~ U(0, 1) per image on the training schedule (default ``cosine``), noises the
 batch, z = α x + σ ε, and minimises the cross-entropy of the true label. The checkpoint has the
@@ -12,9 +13,6 @@ from __future__ import annotations
 
 from pixdiff.errors import PixdiffError
 
-import argparse
-import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from pixdiff import checkpoint as ckpt_io
 from pixdiff import data as data_mod
 from pixdiff import nets, process, schedules
 
-__all__ = ["train_classifier", "load_classifier", "add_parser", "run"]
+__all__ = ["train_classifier", "load_classifier"]
 
 
 def train_classifier(out: str | Path, data: str = "digits", resolution: int = 16, channels: int = 1,
@@ -81,28 +79,3 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
 
     classifier.num_classes = ck.state["meta"]["num_classes"]
     return classifier
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("train-classifier", help="train a noisy classifier for classifier guidance",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="digits", help="digits or a labelled image folder")
-    p.add_argument("--resolution", type=int, default=16)
-    p.add_argument("--channels", type=int, default=None, help="1 or 3 (default: 1 for digits, else 3)")
-    p.add_argument("--preset", default="tiny-classifier")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--schedule", default="cosine", help="noise levels seen in training (default cosine)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    ch = args.channels or (1 if args.data == "digits" else 3)
-    path = train_classifier(args.out, args.data, args.resolution, ch, args.preset, args.steps, args.batch,
-                            args.lr, args.schedule, args.seed, progress=not args.quiet)
-    print(json.dumps({"checkpoint": str(path)}), file=sys.stdout)
-    return 0

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import sys
@@ -38,7 +37,7 @@ from pixdiff.metrics import (
     precision_recall,
     save_reference,
 )
-from pixdiff.metrics import command
+from pixdiff.cli import main
 from pixdiff.metrics.inception import INCEPTION_URL
 
 
@@ -360,7 +359,7 @@ def test_eval_command_end_to_end(tmp_path, digits_test, capsys):
     samples = tmp_path / "samples.npz"
     np.savez(samples, images=to_uint8(digits_test.images), labels=digits_test.labels.numpy())
     out = tmp_path / "scores.json"
-    assert command.main(["--images", str(samples), "--json", str(out), "--kid-subsets", "20"]) == 0
+    assert main(["eval", "--images", str(samples), "--json", str(out), "--kid-subsets", "20", "--device", "cpu"]) == 0
     table = capsys.readouterr().out
     assert "Fréchet distance" in table and "class accuracy" in table
     r = json.loads(out.read_text())
@@ -378,21 +377,17 @@ def test_eval_command_end_to_end(tmp_path, digits_test, capsys):
     g = torch.Generator().manual_seed(0)
     np.savez(noise, images=to_uint8(torch.rand(400, 1, 16, 16, generator=g) * 2 - 1))
     out2 = tmp_path / "noise.json"
-    assert command.main(["--images", str(noise), "--metrics", "fd,is", "--json", str(out2)]) == 0
+    assert main(["eval", "--images", str(noise), "--metrics", "fd,is", "--json", str(out2), "--device", "cpu"]) == 0
     assert json.loads(out2.read_text())["metrics"]["fd"]["fd"] > 100.0
 
 
-def test_eval_parser_and_errors(tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="pixdiff")
-    command.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["eval", "--images", str(tmp_path / "missing.npz")])
-    assert args.func is command.run
-    assert args.func(args) == 2 and "not found" in capsys.readouterr().err
-    if importlib.util.find_spec("pixdiff.cli_sample") is None:
-        args = parser.parse_args(["eval", "--ckpt", str(tmp_path)])
-        assert args.func(args) == 2 and "--ckpt needs pixdiff.cli_sample" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        parser.parse_args(["eval"])  # --images or --ckpt is required
+def test_eval_errors_are_one_line(tmp_path, capsys):
+    assert main(["eval", "--images", str(tmp_path / "missing.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not found" in err and err.startswith("pixdiff eval: error:") and len(err.splitlines()) == 1
+    assert main(["eval"]) == 2  # --images or --ckpt is required
+    err = capsys.readouterr().err.strip()
+    assert "--images" in err and "--ckpt" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.slow

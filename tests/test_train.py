@@ -63,7 +63,7 @@ def test_train_sample_info_end_to_end(tmp_path, capsys):
     assert main(["sample", "--ckpt", str(run), "--n", "10", "--steps", "2", "--guidance", "1", "--out", str(png)]) == 0
     assert png.stat().st_size > 0
     capsys.readouterr()
-    assert main(["info", "--ckpt", str(run)]) == 0
+    assert main(["info", "--ckpt", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 48
     # likelihood and evaluation of the same checkpoint through the CLI
     nll = tmp_path / "nll.json"
@@ -173,7 +173,7 @@ def test_image_folder_training(tmp_path):
         for i in range(5):
             Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
     run = tmp_path / "run"
-    assert main(["train", "--data", str(root), "--resolution", "8", *NET, "--steps", "2", "--batch", "4",
+    assert main(["train", "--data", str(root), "--labels", "folders", "--resolution", "8", *NET, "--steps", "2", "--batch", "4",
                  "--out", str(run), "--quiet"]) == 0
     ck = ckpt_io.load(run)
     assert ck.state["meta"]["num_classes"] == 2 and ck.state["meta"]["class_names"] == ["cats", "dogs"]

@@ -1,5 +1,6 @@
 """Evaluation metrics: feature networks, Fréchet distance, KID, precision/recall/density/coverage,
-Inception Score, class accuracy, memorisation, cached reference statistics and `pixdiff eval`.
+Inception Score, class accuracy, memorisation, cached reference statistics; `evaluate_images` is what
+`pixdiff eval` calls.
 Formulas, sources and the recorded protocol: docs/metrics.md."""
 
 from .classify import AccuracyResult, ISResult, class_accuracy, inception_score
@@ -10,9 +11,9 @@ from .features import (
     FeatureExtractor,
     check_images,
     digits_extractor,
-    get_extractor,
     module_extractor,
 )
+from .extractors import FEATURES, get_extractor
 from .frechet import feature_statistics, frechet_distance, frechet_distance_from_features
 from .inception import FIDInceptionV3, inception_extractor
 from .kid import KIDResult, kernel_distance, mmd2_unbiased
@@ -31,6 +32,7 @@ __all__ = [
     "check_images",
     "digits_extractor",
     "get_extractor",
+    "FEATURES",
     "module_extractor",
     "FIDInceptionV3",
     "inception_extractor",

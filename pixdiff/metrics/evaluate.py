@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pixdiff.errors import PixdiffError
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
@@ -20,14 +21,16 @@ import torch
 from pixdiff.data import from_uint8, load_digits, load_image_folder
 
 from .classify import class_accuracy, inception_score
-from .features import FeatureExtractor, get_extractor
+from .extractors import get_extractor
+from .features import FeatureExtractor
 from .frechet import check_fd_samples, feature_statistics, frechet_distance
 from .kid import kernel_distance
 from .memorization import memorization
 from .prdc import precision_recall
 from .reference import ReferenceStats, compute_reference, load_reference, save_reference
 
-__all__ = ["evaluate_images", "resolve_reference", "read_images", "METRICS"]
+__all__ = ["evaluate_images", "resolve_reference", "read_images", "read_samples", "reference_shape", "stored_shapes",
+           "METRICS"]
 
 METRICS = ("fd", "kid", "pr", "is", "acc", "mem")
 
@@ -55,6 +58,112 @@ def read_images(path: str | Path, resolution: int = 16, channels: int = 1) -> tu
             return z["images"], (z["labels"] if "labels" in z else None)
     except (OSError, EOFError) as e:
         raise PixdiffError(f"could not read {path} as an npz ({e})") from e
+
+
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def stored_shapes(path: str | Path) -> list[tuple[int, int, int]]:
+    """The distinct (C, H, W) of the images at ``path`` as stored: an npz's ``images`` array, or
+    every image of a folder (headers only; C = 1 for grayscale modes, else 3); [] if none."""
+    from PIL import Image
+
+    from pixdiff.data import IMAGE_SUFFIXES
+
+    path = Path(path)
+    if path.is_file() and path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                a = z["images"] if "images" in z else None
+        except (OSError, EOFError, ValueError):
+            return []
+        return [] if a is None or a.ndim != 4 else [(int(a.shape[3]), int(a.shape[1]), int(a.shape[2]))]
+    if not path.is_dir():
+        return []
+    files = [f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+             and not any(part.startswith(".") for part in f.relative_to(path).parts)]
+    shapes = {}
+    for f in sorted(files):
+        try:
+            with Image.open(f) as im:
+                shapes[(1 if im.mode in _GRAY_MODES else 3, im.height, im.width)] = None
+        except Exception:  # noqa: BLE001 - unreadable: load_image_folder skips it with a warning
+            continue
+    return list(shapes)
+
+
+def _describe(shapes: list[tuple[int, int, int]]) -> str:
+    def one(s):
+        return f"{s[2]}×{s[1]} {'grayscale' if s[0] == 1 else 'RGB'}"
+
+    return one(shapes[0]) if len(shapes) == 1 else f"{len(shapes)} sizes (e.g. {one(shapes[0])}, {one(shapes[1])})"
+
+
+def reference_shape(ref: str | Path, prefer: int | None = None) -> tuple[int, int, str] | None:
+    """(channels, resolution, why) that images compared with ``ref`` must have: the digits are
+    grayscale at 8, 16 or 32 px (``prefer`` if it is one of these, else 16); an npz or folder
+    reference has its own size; a statistics file records the size it was computed at. None
+    when that cannot be told."""
+    if str(ref) == "digits":
+        r = prefer if prefer in (8, 16, 32) else 16
+        return 1, r, f"the digits reference is grayscale {r}×{r}"
+    path = Path(ref)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = json.loads((f.metadata() or {}).get("pixdiff", "{}"))
+        except Exception:  # noqa: BLE001 - load_reference gives the clear error later
+            return None
+        if "channels" in meta and "resolution" in meta:
+            c, r = int(meta["channels"]), int(meta["resolution"])
+            return c, r, f"the reference statistics {path.name} were computed on {c}×{r}×{r} images"
+        return None
+    shapes = stored_shapes(path)
+    if len(shapes) == 1 and shapes[0][1] == shapes[0][2]:
+        c, r, _ = shapes[0]
+        return c, r, f"the reference {path.name} holds {_describe(shapes)} images"
+    return None
+
+
+def read_samples(path: str | Path, ref: str | Path = "digits", resolution: int | None = None,
+                 channels: int | None = None) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """``read_images`` at the size the comparison with ``ref`` needs, and the conversion made (one
+    sentence) or None. An npz is scored as stored. A folder is read at ``resolution`` /
+    ``channels`` where given, else at the reference's size and channels (``reference_shape``),
+    else at its own (when all its images share one square size)."""
+    path = Path(path)
+    if not path.exists():
+        raise PixdiffError(f"images {path} not found")
+    stored = stored_shapes(path)
+    if path.is_file():
+        a, y = read_images(path)
+        if a.ndim == 4 and (resolution not in (None, a.shape[1]) or channels not in (None, a.shape[3])):
+            raise PixdiffError(f"{path} holds {_describe([(a.shape[3], a.shape[1], a.shape[2])])} images and is "
+                               "scored as stored; resolution / channels apply to image folders")
+        return a, y, None
+    own = stored[0] if len(stored) == 1 and stored[0][1] == stored[0][2] else None
+    target = reference_shape(ref, prefer=own[1] if own else None)
+    if target is None and own is not None:
+        target = (own[0], own[1], "")  # the folder's own size: no conversion
+    why = []
+    if resolution is not None or channels is not None:
+        why.append("as " + " and ".join(f for f, v in (("--resolution", resolution), ("--channels", channels))
+                                         if v is not None) + " ask")
+    if resolution is None or channels is None:
+        if target is None:
+            raise PixdiffError(f"the images in {path} differ in size ({_describe(stored)}) and the reference "
+                               f"{ref} does not fix one; give --resolution and --channels")
+        if target[2]:
+            why.append(target[2])
+    c = channels if channels is not None else target[0]
+    r = resolution if resolution is not None else target[1]
+    a, y = read_images(path, r, c)
+    if stored == [(c, r, r)]:
+        return a, y, None
+    was = _describe(stored) if stored else "its"
+    return a, y, f"read {path}: {was} images converted to {_describe([(c, r, r)])} ({'; '.join(why)})"
 
 
 def _check_uint8(images, who: str) -> torch.Tensor:

@@ -37,14 +37,11 @@ __all__ = [
     "check_images",
     "digits_extractor",
     "module_extractor",
-    "get_extractor",
     "sha256_file",
     "DIGITS_WEIGHTS",
-    "FEATURES",
 ]
 
 DIGITS_WEIGHTS = "digits_features.safetensors"  # inside the pixdiff/assets package folder
-FEATURES = ("digits", "inception")
 
 
 class DigitsNet(nn.Module):
@@ -196,23 +193,3 @@ def module_extractor(module: nn.Module, dim: int, name: str = "custom", num_clas
         h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return FeatureExtractor(name, module, h.hexdigest(), dim, num_classes, channels, sizes,
                             notes=f"user module {type(module).__name__}")
-
-
-def _inception(weights, device) -> FeatureExtractor:
-    from .inception import inception_extractor  # imported late: inception imports this module
-
-    return inception_extractor(weights, device=device)
-
-
-_REGISTRY: dict[str, Callable[[str | Path | None, str | torch.device], FeatureExtractor]] = {
-    "digits": lambda weights, device: digits_extractor(device=device),
-    "inception": _inception,
-}
-
-
-def get_extractor(name: str, inception_weights: str | Path | None = None,
-                  device: str | torch.device = "cpu") -> FeatureExtractor:
-    """Registry: ``digits`` | ``inception`` (the latter needs ``inception_weights``)."""
-    if name not in _REGISTRY:
-        raise PixdiffError(f"unknown feature network {name!r}; choose from {', '.join(FEATURES)}")
-    return _REGISTRY[name](inception_weights, device)

@@ -1,0 +1,72 @@
+"""What the subcommands share: the parser class, ``--device``, and checks of user input that
+must fail before any work starts."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pixdiff.errors import PixdiffError
+
+__all__ = ["Parser", "add_device", "device", "at_least", "check_output", "help_text", "note"]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the full usage of `pixdiff train` is a screen), and
+    no abbreviated flags: with flags generated from the config, an abbreviation that works today
+    (``--ema``) becomes ambiguous the day a field is added."""
+
+    def __init__(self, *a, **kw):
+        kw.setdefault("allow_abbrev", False)
+        super().__init__(*a, **kw)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def help_text(text: str) -> str:
+    """``text`` safe for argparse, which %-formats every help string."""
+    return text.replace("%", "%%")
+
+
+def add_device(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--device", default=None, metavar="DEV",
+                   help=f"where {what} runs: cpu, cuda or cuda:N (default: the GPU if there is one, else the CPU)")
+
+
+def device(args):
+    """The torch device of ``--device`` (None: the GPU if there is one); an absent GPU is a user error."""
+    from pixdiff.generate import resolve_device
+
+    return resolve_device(args.device)
+
+
+def at_least(value: int, low: int, flag: str) -> int:
+    if value < low:
+        raise PixdiffError(f"{flag} must be at least {low} (got {value})")
+    return value
+
+
+def check_output(path: Path, suffixes: tuple[str, ...], flag: str = "--out") -> Path:
+    """Refuse an output path that cannot be written, before hours of work go into it: a wrong
+    suffix, a folder in the way, or a parent that is a file or not writable."""
+    path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise PixdiffError(f"{flag} must end in {' or '.join(suffixes)} (got {path})")
+    if path.is_dir():
+        raise PixdiffError(f"{flag} {path} is a folder, not a file")
+    parent = path.absolute().parent
+    while not parent.exists():  # the nearest existing ancestor decides whether the folders can be made
+        parent = parent.parent
+    if not parent.is_dir():
+        raise PixdiffError(f"cannot write {flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PixdiffError(f"cannot write {flag} {path}: no write permission in {parent}")
+    return path
+
+
+def note(message: str) -> None:
+    """A one-line remark on stderr (stdout carries the command's result)."""
+    print(message, file=sys.stderr)

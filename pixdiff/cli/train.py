@@ -1,0 +1,106 @@
+"""`pixdiff train`: parse the flags into a ``TrainConfig``, call ``pixdiff.train.train``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from pixdiff.cli._common import add_device, at_least, device
+from pixdiff.cli.flags import add_config_flags, config_flags, typed_overrides
+from pixdiff.errors import PixdiffError
+
+__all__ = ["add_parser", "run", "config_from_args"]
+
+DESCRIPTION = """\
+Train a diffusion model. Checkpoints (safetensors + JSON) go to OUT/checkpoints, the log to
+OUT/log.jsonl and OUT/loss.png. Ctrl-C (or SIGTERM) saves a checkpoint and exits; --resume
+continues exactly where the last checkpoint left off. Under torchrun, uses all ranks.
+
+Every field of the run's config (OUT/config.json) is a flag below. The base is the defaults, or
+--config FILE, or (with --resume and no --config) the run's own OUT/config.json; the flags typed
+change it. A resumed run may change only its length, logging / checkpoint intervals and
+optim.decay_images. `pixdiff train ... --print-config` shows the result without training.
+"""
+
+EXAMPLES = """\
+examples:
+  pixdiff train --data digits --preset tiny --steps 2000 --batch 64 --out runs/digits
+  pixdiff train --out runs/digits --resume                  # after a crash or Ctrl-C
+  pixdiff train --out runs/digits --resume --images 400000  # train a resumed run longer
+  pixdiff train --data moons --steps 3000 --out runs/moons  # 2-D points: preset mlp, bias 0
+  pixdiff train --config my.json --lr 3e-4 --out runs/x     # a config file, one field changed
+"""
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("train", help="train a diffusion model", description=DESCRIPTION, epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=None, help="run folder (required unless --print-config)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="JSON config of the shape of OUT/config.json; flags typed override it")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest valid checkpoint (its config.json is the base)")
+    p.add_argument("--print-config", action="store_true", help="print the resulting config as JSON and exit")
+    add_device(p, "training")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    groups = add_config_flags(p)
+    groups["data"].add_argument("--unconditional", dest="config:data.conditional", action="store_false",
+                                default=argparse.SUPPRESS, help="ignore class labels (same as --no-conditional)")
+    if "bf16" not in {c.flag for c in config_flags()}:  # the flag before run.precision existed
+        groups["run"].add_argument("--bf16", dest="config:run.precision", action="store_const", const="bf16",
+                                   default=argparse.SUPPRESS, help="same as --precision bf16")
+    groups["run"].add_argument("--steps", type=int, default=None, metavar="N",
+                               help="training length in optimizer steps: sets --images to N × --batch")
+    p.set_defaults(func=run)
+    return p
+
+
+def config_from_args(args: argparse.Namespace):
+    """The ``TrainConfig`` of the base (defaults, ``--config`` or the resumed run's config.json)
+    with the typed flags applied."""
+    from pixdiff import nets
+    from pixdiff.config import TrainConfig
+    from pixdiff.data import TOYS
+
+    typed = typed_overrides(args)
+    if args.config is not None:
+        base = TrainConfig.load(args.config)
+    elif args.resume and args.out is not None and (args.out / "config.json").is_file():
+        base = TrainConfig.load(args.out / "config.json")
+    else:
+        base = TrainConfig()
+    d = base.to_dict()
+    for section, fields in typed.items():
+        for name, value in fields.items():
+            d[section][name] = {**d[section][name], **value} if isinstance(value, dict) else value
+    data_typed, model_typed = typed.get("data", {}), typed.get("model", {})
+    if "name" in data_typed and "channels" not in data_typed:
+        d["data"]["channels"] = None  # follows the new data: 1 for digits and points, 3 for folders
+    if d["data"]["name"] in TOYS:  # 2-D points: an MLP, and no per-resolution sigmoid bias
+        if "preset" not in model_typed and nets.preset_config(d["model"]["preset"]).kind != "mlp":
+            d["model"]["preset"] = "mlp"
+        if d["loss"]["bias"] is None:
+            d["loss"]["bias"] = 0.0
+    if args.steps is not None:
+        if "images" in typed.get("run", {}):
+            raise PixdiffError("give --steps or --images, not both")
+        d["run"]["images"] = at_least(args.steps, 1, "--steps") * d["optim"]["batch"]
+    return TrainConfig.from_dict(d)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if args.print_config:
+        print(cfg.to_json())
+        return 0
+    if args.out is None:
+        raise PixdiffError("--out is required: the run folder")
+    from pixdiff.train import train
+
+    path = train(cfg, args.out, resume=args.resume, progress=not args.quiet, device=device(args))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"checkpoint": str(path), "log": str(args.out / "log.jsonl"),
+                          "loss_curve": str(args.out / "loss.png")}))
+    return 0
