@@ -155,15 +155,12 @@ def test_sigma_data_is_stored_once():
 
 
 def test_torchrun_sampling_splits_images_and_equals_one_process(small_run, tmp_path):
-    script = tmp_path / "s.py"
     out = tmp_path / "two.npz"
-    script.write_text(
-        "import sys, numpy as np, pixdiff\n"
-        f"imgs, labels = pixdiff.load({str(small_run)!r}, device='cpu').sample(7, sampler='ddim', steps=3, seed=5, batch=2)\n"
-        f"if imgs is not None: np.savez({str(out)!r}, images=imgs, labels=labels)\n")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        str(script)], capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                        "pixdiff", "sample", "--ckpt", str(small_run), "--num-images", "7", "--sampler", "ddim", "--steps", "3",
+                        "--seed", "5", "--batch", "2", "--device", "cpu", "--out", str(out)],
+                       capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     one, labels = pixdiff.load(small_run, device="cpu").sample(7, sampler="ddim", steps=3, seed=5, batch=3)
     f = np.load(out)

@@ -68,4 +68,4 @@ def main(argv=None) -> int:
             raise
         msg = " ".join(str(e).split())  # one line, whatever the message holds
         print(f"pixdiff {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        return int(getattr(e, "exit_code", 2))  # 2, or a distinct code (3: a checkpoint write failed)

@@ -28,7 +28,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, type=Path, help="run folder (newest valid checkpoint) or checkpoint folder")
     p.add_argument("--out", type=Path, required=True,
                    help="FILE.png (a grid) or FILE.npz (images uint8 N×H×W×C + labels; 2-D runs: samples N×2)")
-    p.add_argument("--n", type=int, default=100, help="number of images (default 100)")
+    p.add_argument("--n", "--num-images", dest="n", type=int, default=100,
+                   help="number of images (default 100); under torchrun write --num-images, since torchrun's own "
+                        "parser reads --n as an abbreviation of its --nnodes / --nproc-per-node")
     p.add_argument("--sampler", default="heun", help="sampler name (see `pixdiff info --samplers`; default heun)")
     p.add_argument("--steps", type=int, default=18, help="sampler steps (default 18)")
     p.add_argument("--guidance", type=float, default=0.0,
@@ -90,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     imgs, labels = pipe.sample(args.n, classes, args.sampler, args.steps, args.guidance, args.seed, args.batch,
                                guidance_interval=interval, classifier=args.classifier, guide_ckpt=args.guide_ckpt,
                                progress=True)
+    if imgs is None:  # a torchrun process other than rank 0: rank 0 gathered the images and writes them
+        return 0
     note(f"sampled {args.n} images with the {weights} weights, sampler {args.sampler}, {args.steps} steps")
     _write(out, imgs, labels, args.n)
     print(json.dumps({"wrote": str(out), "n": args.n, "weights": weights}))
