@@ -92,3 +92,22 @@ def test_license_is_present_and_declared():
         project = tomllib.loads(pyproject)["project"]
     assert project.get("license") == "Apache-2.0"
     assert "LICENSE" in project.get("license-files", [])
+
+
+def test_readme_python_examples_run(tmp_path):
+    """Every ```python block of the README runs as written (the run folder it loads is made here)."""
+    import re
+
+    from pixdiff.config import TrainConfig
+    from pixdiff.train import train
+
+    cfg = TrainConfig()
+    cfg.model.overrides = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [8],
+                           "head_channels": 8, "norm_groups": 4}
+    cfg.optim.batch, cfg.run.images = 8, 16
+    train(cfg, tmp_path / "runs" / "digits", progress=False)
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    assert len(blocks) >= 2
+    for code in blocks:
+        code = code.replace('"runs/digits"', repr(str(tmp_path / "runs" / "digits")))
+        exec(compile(code, "README.md", "exec"), {})
