@@ -28,7 +28,10 @@ __all__ = ["train_classifier", "load_classifier"]
 
 def train_classifier(out: str | Path, data: str = "digits", resolution: int = 16, channels: int = 1,
                      preset: str = "tiny-classifier", steps: int = 2000, batch: int = 64, lr: float = 1e-3,
-                     schedule: str = "cosine", seed: int = 0, progress: bool = True) -> Path:
+                     schedule: str = "cosine", seed: int = 0, progress: bool = True,
+                     device: str | torch.device = "cpu") -> Path:
+    """Train a noisy classifier into ``out``; draws come from one CPU generator (so a run is the
+    same on any device up to kernel arithmetic) and the network runs on ``device``."""
     out = Path(out)
     if ckpt_io.list_checkpoints(out):
         raise PixdiffError(f"{out} already holds a checkpoint; choose another --out")
@@ -39,6 +42,7 @@ def train_classifier(out: str | Path, data: str = "digits", resolution: int = 16
     net = nets.from_preset(preset, in_channels=ds.shape[0], resolution=resolution, num_classes=ds.num_classes)
     if net.config.kind != "classifier":
         raise PixdiffError(f"--preset {preset} is not a classifier preset (try tiny-classifier)")
+    net.to(device)
     sch = schedules.get(schedule)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99))
     g = torch.Generator().manual_seed(seed)
@@ -51,13 +55,13 @@ def train_classifier(out: str | Path, data: str = "digits", resolution: int = 16
         t = torch.rand(batch, generator=g, dtype=torch.float64).clamp(1e-4, 1 - 1e-4)
         lam = sch.logsnr(t)
         z = process.diffuse(x, lam, torch.randn(x.shape, generator=g))
-        loss = F.cross_entropy(net(z, lam.float()), y)
+        loss = F.cross_entropy(net(z.to(device), lam.float().to(device)), y.to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % 50 == 0 or step == steps - 1:
             log.append({"step": step + 1, "loss": loss.item()})
-    sd = net.state_dict()
+    sd = {k: v.cpu() for k, v in net.state_dict().items()}
     state = {"kind": "classifier", "net_kind": net.config.kind, "net_config": asdict(net.config),
              "schedule": schedule, "data": ds.name, "class_names": ds.class_names, "log": log,
              "config": {"preset": preset, "steps": steps, "batch": batch, "lr": lr, "seed": seed},

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pixdiff.cli._common import at_least
+from pixdiff.cli._common import add_device, at_least, device
 
 __all__ = ["add_parser", "run"]
 
@@ -36,6 +36,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="noise levels seen in training (default cosine; see `pixdiff info --schedules`)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device(p, "training")
     p.set_defaults(func=run)
     return p
 
@@ -47,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
     at_least(args.batch, 1, "--batch")
     ch = args.channels or (1 if args.data == "digits" else 3)
     path = train_classifier(args.out, args.data, args.resolution, ch, args.preset, args.steps, args.batch,
-                            args.lr, args.schedule, args.seed, progress=not args.quiet)
+                            args.lr, args.schedule, args.seed, progress=not args.quiet, device=device(args))
     print(json.dumps({"checkpoint": str(path)}))
     return 0
