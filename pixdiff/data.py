@@ -1,11 +1,15 @@
-"""Datasets: the embedded digits, image folders, and 2-D toys. All yield images in [−1, 1].
+"""Datasets: the embedded digits and photos, image folders, and 2-D toys. All yield images in [−1, 1].
 
 - ``digits``: scikit-learn's ``load_digits`` (1797 images, 8×8, 10 classes, values 0..16) — it
   ships with scikit-learn, so it works offline. Upsampled bilinearly to 16×16 (or 32×32) and
   scaled to [−1, 1]. A fixed, stratified held-out split (20 %, seed 0) is never trained on.
-- image folders: PNG/JPEG/BMP/WebP files; class = sub-folder (or unconditional when the images
-  sit directly in the folder); resized (shorter side) and centre-cropped to the resolution; RGB or
-  grayscale. Unreadable files are skipped with a warning naming them; an empty folder is an error.
+- ``photos``: 4000 RGB crops (32×32 by default, up to 64×64) of the two photographs scikit-learn
+  ships, labelled by source photo, with a fixed spatial 80/20 held-out split
+  (``pixdiff.datasets.photos``).
+- image folders, prepared datasets (``pixdiff prepare-data``), npz files: read through
+  ``pixdiff.datasets`` (labels: ``none`` unless asked for; the decode filter is
+  ``pixdiff.datasets.FILTER``). ``load`` decodes them all into memory — fine for evaluation and
+  small data; training reads them lazily (``pixdiff.datasets.StepBatches``).
 - 2-D toys: ``moons``, ``swissroll``, ``mixture`` (``GaussianMixture.toy_2d``), as [N, 2] tensors.
 
 Nothing here knows about diffusion. Shuffling is a deterministic function of (seed, epoch) and
@@ -15,11 +19,8 @@ global order.
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import functools
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +28,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pixdiff.errors import PixdiffError
+
 __all__ = [
     "ImageDataset",
     "load_digits",
+    "load_photos",
     "load_image_folder",
     "load_toy",
     "load",
     "epoch_order",
     "IMAGE_SUFFIXES",
     "TOYS",
+    "TOY_MIXTURE",
     "flip_horizontal",
     "to_uint8",
     "from_uint8",
@@ -111,52 +116,22 @@ def _to_8bit(im, path: Path):
     return im
 
 
-def _read_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
-    from PIL import Image
+def load_photos(resolution: int = 32, split: str = "train", channels: int = 3) -> ImageDataset:
+    """The embedded photo crops (``split`` = train | test | all; see ``pixdiff.datasets.photos``)."""
+    from pixdiff.datasets.photos import photo_crops
 
-    with Image.open(path) as im:
-        im = _to_8bit(im, path)
-        im = im.convert("L" if channels == 1 else "RGB")
-        w, h = im.size
-        scale = resolution / min(w, h)
-        im = im.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC)
-        w, h = im.size
-        left, top = (w - resolution) // 2, (h - resolution) // 2
-        im = im.crop((left, top, left + resolution, top + resolution))
-        a = np.asarray(im, dtype=np.float32)
-    a = a[:, :, None] if a.ndim == 2 else a
-    return torch.from_numpy(a).permute(2, 0, 1) / 127.5 - 1.0
+    a, y, names = photo_crops(resolution, split, channels)
+    return ImageDataset(from_uint8(np.array(a)), torch.from_numpy(np.array(y)), names, f"photos{resolution}-{split}")
 
 
-def load_image_folder(root: str | Path, resolution: int, channels: int = 3) -> ImageDataset:
-    """Images under ``root``: class = sub-folder, or unconditional if the files sit in ``root``."""
-    root = Path(root)
-    if not root.exists():
-        raise PixdiffError(f"image folder {root} does not exist")
-    if not root.is_dir():
-        raise PixdiffError(f"{root} is not a folder; pass a folder of images (class = sub-folder)")
-    if channels not in (1, 3):
-        raise PixdiffError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
-    if resolution < 1:
-        raise PixdiffError(f"resolution must be positive (got {resolution})")
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    groups = [(d.name, d) for d in subdirs] if subdirs else [("", root)]
-    images, labels, names, bad = [], [], [], []
-    for label, (name, folder) in enumerate(groups):
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        names.append(name)
-        for f in files:
-            try:
-                images.append(_read_image(f, resolution, channels))
-                labels.append(label)
-            except Exception as e:  # noqa: BLE001 - any decoder failure means "unreadable"
-                bad.append(f"{f} ({type(e).__name__})")
-    if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable image(s): {', '.join(bad[:10])}" + (" ..." if len(bad) > 10 else ""))
-    if not images:
-        raise PixdiffError(f"no readable images in {root} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    y = torch.tensor(labels) if subdirs else None
-    return ImageDataset(torch.stack(images), y, names if subdirs else [], f"folder:{root.name}")
+def load_image_folder(root: str | Path, resolution: int, channels: int = 3, labels: str = "auto") -> ImageDataset:
+    """All images under ``root``, decoded into memory (``pixdiff.datasets.FILTER``). ``labels``:
+    ``none`` | ``folders`` | a JSON file (``pixdiff.datasets.folder``), or ``auto`` — the convention of
+    metric readers of sample folders: class = sub-folder when the root holds only sub-folders, else
+    unconditional (images at the root of a class tree are refused, never dropped)."""
+    from pixdiff.datasets.sources import FolderImages
+
+    return FolderImages(root, resolution, channels, labels).to_memory()
 
 
 def load_toy(name: str, n: int = 8192, seed: int = 0) -> ImageDataset:
@@ -175,20 +150,49 @@ def load_toy(name: str, n: int = 8192, seed: int = 0) -> ImageDataset:
         x = torch.from_numpy(x[:, [0, 2]] / 10.0).float()
         return ImageDataset(x, None, [], "swissroll")
     if name == "mixture":
-        from pixdiff.analytic import GaussianMixture
-
-        x, k = GaussianMixture.toy_2d().sample(n, g, return_components=True)
+        x, k = _sample_mixture(TOY_MIXTURE, n, g)
         return ImageDataset(x.float(), k, ["0", "1", "2"], "mixture")
     raise PixdiffError(f"unknown toy data {name!r}; choose from {', '.join(TOYS)}")
 
 
-def load(spec: str, resolution: int = 16, channels: int = 3, split: str = "train") -> ImageDataset:
-    """``digits`` | a toy name | a folder path."""
+# The 2-D mixture toy is a dataset first, so its numbers live here, in the low-level data module,
+# as plain numbers: the exact oracle that models it (pixdiff.analytic.GaussianMixture.toy_2d) can
+# read them from here, while this module never imports the oracle (data knows nothing of
+# diffusion, and the oracle's module imports the process). A third module for five constants
+# would only add an import for both. `_sample_mixture` draws exactly as GaussianMixture.sample
+# does (same generator calls in the same order), so the data of existing runs is unchanged;
+# tests/test_cli_imports.py checks that the two agree bit for bit.
+TOY_MIXTURE = {
+    "weights": [0.5, 0.3, 0.2],
+    "means": [[-1.0, -0.5], [1.0, -0.5], [0.0, 0.9]],
+    "covs": [[[0.06, 0.03], [0.03, 0.05]], [[0.04, -0.02], [-0.02, 0.07]], [[0.08, 0.0], [0.0, 0.02]]],
+    "labels": [0, 1, 2],
+}
+
+
+def _sample_mixture(spec: dict, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n draws (float64 [n, D]) of Σ_k w_k N(μ_k, Σ_k) and their component labels."""
+    w = torch.tensor(spec["weights"], dtype=torch.float64)
+    mu = torch.tensor(spec["means"], dtype=torch.float64)
+    d, U = torch.linalg.eigh(torch.tensor(spec["covs"], dtype=torch.float64))
+    k = torch.multinomial((w / w.sum()).log().expand(n, -1).exp(), 1, generator=g).squeeze(1)
+    eps = torch.randn(n, mu.shape[1], generator=g, dtype=torch.float64)
+    root = U[k] * d.clamp(min=0.0)[k].sqrt()[:, None, :]  # U diag(√d): a square root of Σ_k
+    return mu[k] + torch.einsum("nij,nj->ni", root, eps), torch.tensor(spec["labels"])[k]
+
+
+def load(spec: str, resolution: int = 16, channels: int = 3, split: str = "train", labels: str = "none") -> ImageDataset:
+    """``digits`` | ``photos`` | a toy name | an image folder (``labels``: none, folders or a JSON
+    file) | a prepared dataset | an npz — decoded into memory."""
     if spec == "digits":
         return load_digits(resolution, split)
+    if spec == "photos":
+        return load_photos(resolution, split, channels)
     if spec in TOYS:
         return load_toy(spec)
-    return load_image_folder(spec, resolution, channels)
+    from pixdiff.datasets.sources import open_images
+
+    return open_images(spec, resolution, channels, labels=labels).to_memory()
 
 
 @functools.lru_cache(maxsize=4)  # the trainer asks for the same epoch at every step
