@@ -52,8 +52,11 @@ class DataConfig:
     name: str = _f("digits", "digits or photos (embedded), moons | swissroll | mixture (2-D points), an image "
                              "folder, a prepared dataset (`pixdiff prepare-data`), an .npz (images uint8 NHWC, "
                              "optional labels) or a Hugging Face save_to_disk folder", flag="data")
-    resolution: int = _f(16, "image side length; images are centre-cropped and resized to it")
-    channels: int | None = _f(None, "1 or 3 (default: 1 for digits and 2-D data, 3 for image folders)")
+    resolution: int | None = _f(None, "image side length; images are centre-cropped and resized to it (default: "
+                                      "16 for digits, 32 for photos, a prepared dataset's or an npz's own size; "
+                                      "64 for an image folder)")
+    channels: int | None = _f(None, "1 or 3 (default: 1 for digits and 2-D data, a prepared dataset's or an npz's "
+                                    "own, else 3)")
     hflip: bool = _f(False, "random horizontal flips (not for digits: a flipped 2 is not a 2)")
     conditional: bool = _f(True, "class-conditional when the data has labels (--no-conditional: ignore labels)")
     p_uncond: float = _f(0.1, "label dropout for classifier-free guidance (Ho & Salimans 2022 use 0.1-0.2)")
@@ -65,8 +68,12 @@ class DataConfig:
                           "offset (0 = off)")
 
     def __post_init__(self):
-        if self.channels is None:
-            self.channels = 1 if self.name in ("digits", "moons", "swissroll", "mixture") else 3
+        if self.resolution is None or self.channels is None:
+            native = _native_shape(self.name)  # (resolution, channels) stored with the data, if any
+            if self.resolution is None:
+                self.resolution = native[0] if native else DEFAULT_RESOLUTION.get(self.name, 64)
+            if self.channels is None:
+                self.channels = native[1] if native else (1 if self.name in ("digits", *POINTS) else 3)
         if not 0.0 <= self.p_uncond < 1.0:
             raise PixdiffError(f"p_uncond must lie in [0, 1) (got {self.p_uncond})")
         if self.channels not in (1, 3):
@@ -76,7 +83,35 @@ class DataConfig:
 
     @property
     def is_points(self) -> bool:
-        return self.name in ("moons", "swissroll", "mixture")
+        return self.name in POINTS
+
+
+POINTS = ("moons", "swissroll", "mixture")
+DEFAULT_RESOLUTION = {"digits": 16, "photos": 32, **{n: 16 for n in POINTS}}
+
+
+def _native_shape(name: str) -> tuple[int, int] | None:
+    """(side, channels) of a prepared dataset (its manifest) or an npz (its array header), read
+    without loading images; None for anything else or anything unreadable (the loader says why)."""
+    import zipfile
+
+    p = Path(name)
+    try:
+        if (p / "manifest.json").is_file():
+            m = json.loads((p / "manifest.json").read_text())
+            return int(m["resolution"]), int(m["channels"])
+        if p.suffix == ".npz" and p.is_file():
+            import numpy as np
+
+            with zipfile.ZipFile(p) as z, z.open("images.npy") as f:
+                major, _ = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape = read(f)[0]
+            if len(shape) == 4 and shape[1] == shape[2] and shape[3] in (1, 3):
+                return int(shape[1]), int(shape[3])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return None
 
 
 @dataclass
@@ -147,6 +182,8 @@ class RunConfig:
             raise PixdiffError(f"--precision must be fp32, bf16 or fp16 (got {self.precision!r})")
         if self.images < 1:
             raise PixdiffError("training length must be at least one image (--steps / --images)")
+        if not 0 <= self.seed < 2**63:
+            raise PixdiffError(f"--seed must be an integer from 0 to 2**63 - 1 (got {self.seed})")
         if self.log_every_images < 1:
             raise PixdiffError(f"--log-every must be at least 1 image (got {self.log_every_images})")
         if self.ckpt_every_images < 0 or self.sample_every_images < 0:
@@ -191,6 +228,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise PixdiffError(f"a config is a JSON object of sections {', '.join(_SECTIONS)} (got {type(d).__name__})")
+        for name, sub in d.items():
+            if name in _SECTIONS and not isinstance(sub, dict):
+                raise PixdiffError(f"config section [{name}] must be a JSON object of fields (got {sub!r:.60})")
         d = _migrate(d)
         unknown = set(d) - set(_SECTIONS)
         if unknown:
@@ -206,6 +248,8 @@ class TrainConfig:
             return cls.from_dict(json.loads(p.read_text()))
         except json.JSONDecodeError as e:
             raise PixdiffError(f"config file {p} is not valid JSON: {e}") from None
+        except UnicodeDecodeError:
+            raise PixdiffError(f"config file {p} is not text (a JSON config is UTF-8 text)") from None
 
 
 def _section(name: str, kls, sub: dict):
@@ -242,7 +286,8 @@ def _migrate(d: dict) -> dict:
 # changed on purpose, to re-plan the decay of an extended run from the resume step on.
 RESUME_MAY_CHANGE = {"run.images", "run.log_every_images", "run.ckpt_every_images", "run.sample_every_images",
                      "run.keep", "run.max_nan_steps", "optim.decay_images", "run.log", "run.eval_every_images",
-                     "run.eval_n", "run.eval_features", "run.eval_inception_weights", "run.keep_best", "run.fsdp"}
+                     "run.eval_n", "run.eval_features", "run.eval_inception_weights", "run.keep_best", "run.fsdp",
+                     "data.workers"}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -250,7 +250,8 @@ def checkpoint_nll(path, data: str | None = None, split: str = "test", n: int = 
     dev = resolve_device(device)
     den, ck = load_denoiser(path, weights, dev)
     cfg = TrainConfig.from_dict(ck.state["config"])
-    ds = data_mod.load(data or cfg.data.name, cfg.data.resolution, cfg.data.channels, split=split)
+    ds = data_mod.load(data or cfg.data.name, cfg.data.resolution, cfg.data.channels, split=split,
+                       labels=cfg.data.labels)
     if len(ds.shape) != 3 or ds.shape != (cfg.data.channels, cfg.data.resolution, cfg.data.resolution):
         raise PixdiffError(f"data of shape {ds.shape} does not fit the model's {cfg.data.channels}×"
                            f"{cfg.data.resolution}×{cfg.data.resolution} images")

@@ -531,7 +531,10 @@ class Evaluator:
         self.features = get_extractor(r.eval_features, r.eval_inception_weights, "cpu")
         check_fd_samples(r.eval_n, self.features.dim, "--eval-n (Fréchet distance)")  # at the start, not at the first eval
         c, h, _ = ds.shape
-        self.ref = compute_reference(ds.images.cpu(), self.features, ds.name, resolution=h, channels=c)
+        from pixdiff.datasets import sample_images
+
+        ref_images, _ = sample_images(ds, max(r.eval_n, 10_000), seed=r.seed)  # any source, in memory or not
+        self.ref = compute_reference(ref_images, self.features, ds.name, resolution=h, channels=c)
         self.cfg, self.shape, self.num_classes, self.sampler, self.steps = cfg, ds.shape, num_classes, sampler, steps
         self.with_acc = num_classes > 0 and r.eval_features == "digits" and cfg.data.name == "digits"
 
