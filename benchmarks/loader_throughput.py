@@ -79,10 +79,10 @@ def phase(args) -> dict:
         prepare_data(args.folder, args.prepared, 64, workers=args.workers, progress=False)
         return {"seconds": time.perf_counter() - t0, **_rss()}
     if args.phase == "eager":
-        from pixdiff import data
+        from pixdiff import datasets
 
         t0 = time.perf_counter()
-        ds = data.load(args.folder, 64, 3)
+        ds = datasets.load(args.folder, 64, 3)
         return {"seconds": time.perf_counter() - t0, "images": len(ds), **_rss()}
     if args.phase == "torchvision":
         try:

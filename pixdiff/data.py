@@ -5,11 +5,11 @@
   scaled to [−1, 1]. A fixed, stratified held-out split (20 %, seed 0) is never trained on.
 - ``photos``: 4000 RGB crops (32×32 by default, up to 64×64) of the two photographs scikit-learn
   ships, labelled by source photo, with a fixed spatial 80/20 held-out split
-  (``pixdiff.datasets.photos``).
-- image folders, prepared datasets (``pixdiff prepare-data``), npz files: read through
-  ``pixdiff.datasets`` (labels: ``none`` unless asked for; the decode filter is
-  ``pixdiff.datasets.FILTER``). ``load`` decodes them all into memory — fine for evaluation and
-  small data; training reads them lazily (``pixdiff.datasets.StepBatches``).
+  (``pixdiff.datasets.photos``; ``pixdiff.datasets.load("photos")``).
+- image folders, prepared datasets (``pixdiff prepare-data``), npz files: ``pixdiff.datasets``,
+  which sits above this module (it imports the types and conversions here, never the other way);
+  ``pixdiff.datasets.load`` decodes any source into memory — fine for evaluation and small data;
+  training reads them lazily (``pixdiff.datasets.StepBatches``).
 - 2-D toys: ``moons``, ``swissroll``, ``mixture`` (``GaussianMixture.toy_2d``), as [N, 2] tensors.
 
 Nothing here knows about diffusion. Shuffling is a deterministic function of (seed, epoch) and
@@ -116,24 +116,6 @@ def _to_8bit(im, path: Path):
     return im
 
 
-def load_photos(resolution: int = 32, split: str = "train", channels: int = 3) -> ImageDataset:
-    """The embedded photo crops (``split`` = train | test | all; see ``pixdiff.datasets.photos``)."""
-    from pixdiff.datasets.photos import photo_crops
-
-    a, y, names = photo_crops(resolution, split, channels)
-    return ImageDataset(from_uint8(np.array(a)), torch.from_numpy(np.array(y)), names, f"photos{resolution}-{split}")
-
-
-def load_image_folder(root: str | Path, resolution: int, channels: int = 3, labels: str = "auto") -> ImageDataset:
-    """All images under ``root``, decoded into memory (``pixdiff.datasets.FILTER``). ``labels``:
-    ``none`` | ``folders`` | a JSON file (``pixdiff.datasets.folder``), or ``auto`` — the convention of
-    metric readers of sample folders: class = sub-folder when the root holds only sub-folders, else
-    unconditional (images at the root of a class tree are refused, never dropped)."""
-    from pixdiff.datasets.sources import FolderImages
-
-    return FolderImages(root, resolution, channels, labels).to_memory()
-
-
 def load_toy(name: str, n: int = 8192, seed: int = 0) -> ImageDataset:
     """2-D toy data [n, 2], standardised to roughly unit scale."""
     g = torch.Generator().manual_seed(seed)
@@ -179,20 +161,6 @@ def _sample_mixture(spec: dict, n: int, g: torch.Generator) -> tuple[torch.Tenso
     eps = torch.randn(n, mu.shape[1], generator=g, dtype=torch.float64)
     root = U[k] * d.clamp(min=0.0)[k].sqrt()[:, None, :]  # U diag(√d): a square root of Σ_k
     return mu[k] + torch.einsum("nij,nj->ni", root, eps), torch.tensor(spec["labels"])[k]
-
-
-def load(spec: str, resolution: int = 16, channels: int = 3, split: str = "train", labels: str = "none") -> ImageDataset:
-    """``digits`` | ``photos`` | a toy name | an image folder (``labels``: none, folders or a JSON
-    file) | a prepared dataset | an npz — decoded into memory."""
-    if spec == "digits":
-        return load_digits(resolution, split)
-    if spec == "photos":
-        return load_photos(resolution, split, channels)
-    if spec in TOYS:
-        return load_toy(spec)
-    from pixdiff.datasets.sources import open_images
-
-    return open_images(spec, resolution, channels, labels=labels).to_memory()
 
 
 @functools.lru_cache(maxsize=4)  # the trainer asks for the same epoch at every step

@@ -238,6 +238,7 @@ def checkpoint_nll(path, data: str | None = None, split: str = "test", n: int = 
     from tqdm import tqdm
 
     from pixdiff import data as data_mod
+    from pixdiff import datasets
     from pixdiff.config import TrainConfig
     from pixdiff.generate import load_denoiser, resolve_device
 
@@ -250,7 +251,7 @@ def checkpoint_nll(path, data: str | None = None, split: str = "test", n: int = 
     dev = resolve_device(device)
     den, ck = load_denoiser(path, weights, dev)
     cfg = TrainConfig.from_dict(ck.state["config"])
-    ds = data_mod.load(data or cfg.data.name, cfg.data.resolution, cfg.data.channels, split=split,
+    ds = datasets.load(data or cfg.data.name, cfg.data.resolution, cfg.data.channels, split=split,
                        labels=cfg.data.labels)
     if len(ds.shape) != 3 or ds.shape != (cfg.data.channels, cfg.data.resolution, cfg.data.resolution):
         raise PixdiffError(f"data of shape {ds.shape} does not fit the model's {cfg.data.channels}×"

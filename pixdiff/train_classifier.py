@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from pixdiff import checkpoint as ckpt_io
-from pixdiff import data as data_mod
+from pixdiff import datasets
 from pixdiff import nets, process, schedules
 
 __all__ = ["train_classifier", "load_classifier"]
@@ -35,7 +35,7 @@ def train_classifier(out: str | Path, data: str = "digits", resolution: int = 16
     out = Path(out)
     if ckpt_io.list_checkpoints(out):
         raise PixdiffError(f"{out} already holds a checkpoint; choose another --out")
-    ds = data_mod.load(data, resolution, channels, "train", labels="folders" if Path(str(data)).is_dir() and not (Path(str(data)) / "manifest.json").exists() else "none")
+    ds = datasets.load(data, resolution, channels, "train", labels="folders" if Path(str(data)).is_dir() and not (Path(str(data)) / "manifest.json").exists() else "none")
     if ds.labels is None or len(ds.shape) != 3:
         raise PixdiffError(f"a noisy classifier needs labelled images; {data!r} has none")
     torch.manual_seed(seed)

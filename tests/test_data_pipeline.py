@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from pixdiff import data as data_mod
+from pixdiff import datasets
 from pixdiff.datasets import (
     FILTER,
     StepBatches,
@@ -70,7 +71,7 @@ def test_folder_prepared_and_npz_give_the_bytes_of_direct_decoding(tmp_path):
     npz = open_images(tmp_path / "x.npz", R, 3)
     assert np.array_equal(_all(npz), expect) and npz.labels.tolist() == (np.arange(len(expect)) % 3).tolist()
     # the in-memory path (pixdiff.data.load) and reference picks give the same images as floats
-    assert torch.equal(data_mod.load(str(out), R, 3).images, data_mod.from_uint8(expect))
+    assert torch.equal(datasets.load(str(out), R, 3).images, data_mod.from_uint8(expect))
     x, y = sample_images(prepared, 4, seed=1)
     assert y is None and any(torch.equal(x[0], data_mod.from_uint8(expect)[i]) for i in range(len(expect)))
 
@@ -241,7 +242,7 @@ def test_photos_are_deterministic_with_a_spatial_held_out_split():
         tr, te = _boxes(p, "train", 427, 640), _boxes(p, "test", 427, 640)
         assert (tr[:, 1] + tr[:, 2] <= SPLIT_COLUMN).all() and (te[:, 1] >= SPLIT_COLUMN).all()
         assert (te[:, 0] + te[:, 2] <= 427).all() and (te[:, 1] + te[:, 2] <= 640).all()
-    ds = data_mod.load("photos", 32)
+    ds = datasets.load("photos", 32)
     assert ds.shape == (3, 32, 32) and ds.num_classes == 2 and len(ds) == 3200
     assert photo_crops(64, "test")[0].shape == (800, 64, 64, 3)
 

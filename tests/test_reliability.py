@@ -123,7 +123,7 @@ def test_a_torn_last_log_line_is_dropped_with_a_warning_naming_the_file(tmp_path
 def test_16_bit_png_is_scaled_not_saturated(tmp_path):
     from PIL import Image
 
-    from pixdiff.data import load_image_folder
+    from pixdiff.datasets import load_image_folder
 
     a = (np.arange(16 * 16).reshape(16, 16) * 257).astype(np.uint16)  # 0 .. 65535 ramp
     Image.fromarray(a).save(tmp_path / "ramp.png")

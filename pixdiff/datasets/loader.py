@@ -239,7 +239,9 @@ def open_training_data(data_cfg, split: str = "train", verbose: bool = False):
 
     name, res, ch = data_cfg.name, data_cfg.resolution, data_cfg.channels
     if name in IN_MEMORY or name in data_mod.TOYS:
-        return data_mod.load(name, res, ch, split)
+        from .memory import load
+
+        return load(name, res, ch, split)
     from .sources import open_images
 
     ds = open_images(name, res, ch, labels=getattr(data_cfg, "labels", "none"), split=split, progress=verbose)

@@ -41,16 +41,10 @@ from pixdiff.atomic import atomic_write_text
 from pixdiff.errors import PixdiffError
 
 from .folder import FILTER, check_labels_arg, decode_or_reason, fit_image, scan_folder
-from .sources import ARRAY, MANIFEST, ArrayImages, source_kind
+from .sources import ARRAY, FORMAT, MANIFEST, ArrayImages, _sha256, open_prepared, read_manifest, source_kind
 
 __all__ = ["prepare_data", "open_prepared", "read_manifest", "verify_prepared", "FORMAT"]
 
-FORMAT = "pixdiff-prepared"
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _data_offset(path: Path) -> int:
@@ -240,48 +234,6 @@ def prepare_data(src: str | Path, out: str | Path, resolution: int, channels: in
                       + ", ".join(f"{s['file']} ({s['reason']})" for s in skipped[:10])
                       + (" ..." if len(skipped) > 10 else ""), stacklevel=2)
     return out
-
-
-def read_manifest(path: str | Path) -> dict:
-    """The manifest of a prepared dataset (its folder or its manifest.json)."""
-    p = Path(path)
-    m = p if p.name == MANIFEST else p / MANIFEST
-    try:
-        d = json.loads(m.read_text())
-    except FileNotFoundError:
-        raise PixdiffError(f"{p} is not a prepared dataset (no {MANIFEST}); make one with `pixdiff prepare-data`") from None
-    except ValueError as e:
-        raise PixdiffError(f"{m} is not valid JSON ({e})") from None
-    if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise PixdiffError(f"{m} is not a pixdiff prepared-dataset manifest (format {d.get('format') if isinstance(d, dict) else None!r})")
-    return d
-
-
-def open_prepared(path: str | Path, verify: bool = False) -> ArrayImages:
-    """A prepared dataset, memory-mapped. The array's shape and dtype are checked against the
-    manifest always, its sha256 when ``verify``."""
-    p = Path(path)
-    folder = p.parent if p.name == MANIFEST else p
-    m = read_manifest(folder)
-    arr = folder / m["array"]
-    if not arr.is_file():
-        raise PixdiffError(f"{arr} is missing (named by {folder / MANIFEST})")
-    try:
-        a = np.load(arr, mmap_mode="r")
-    except (OSError, ValueError) as e:
-        raise PixdiffError(f"{arr} is not a readable .npy ({e})") from None
-    want = (m["count"], m["resolution"], m["resolution"], m["channels"])
-    if a.dtype != np.uint8 or tuple(a.shape) != want:
-        raise PixdiffError(f"{arr} is {a.dtype} {tuple(a.shape)} but its manifest says uint8 {want}; prepare it again")
-    if verify and _sha256(arr) != m["sha256"]:
-        raise PixdiffError(f"{arr}: sha256 does not match {folder / MANIFEST}; the file changed or is damaged")
-    del a
-    ds = ArrayImages(None, None if m["labels"] is None else np.asarray(m["labels"], np.int64), m["class_names"],
-                     f"prepared:{folder.name}", path=arr)
-    ds.labels_source = m.get("labels_source", "none")
-    ds.skipped = [f"{s['file']} ({s['reason']})" for s in m.get("skipped", [])]
-    ds.converted = dict(m.get("converted", {}))
-    return ds
 
 
 def verify_prepared(path: str | Path) -> dict:

@@ -24,6 +24,8 @@ channels; a mismatch is a one-line error naming the flags that fit.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import warnings
@@ -41,6 +43,7 @@ __all__ = ["UInt8Images", "ArrayImages", "FolderImages", "HFImages", "open_image
 
 MANIFEST = "manifest.json"
 ARRAY = "images.npy"
+FORMAT = "pixdiff-prepared"
 
 
 class UInt8Images(torch.utils.data.Dataset):
@@ -324,8 +327,6 @@ def open_images(spec: str | Path, resolution: int, channels: int = 3, labels: st
         check_labels_arg(labels)
         raise PixdiffError(f"labels={labels!r} applies to image folders; {spec} ({kind}) carries its own labels")
     if kind == "prepared":
-        from .prepare import open_prepared
-
         ds = open_prepared(spec, verify=verify)
         _check_fit(str(spec), ds.resolution, ds.channels, resolution, channels, "or prepare the source again")
         return ds
@@ -350,3 +351,53 @@ def open_images(spec: str | Path, resolution: int, channels: int = 3, labels: st
 
 def print_summary(ds, file=None) -> None:
     print(ds.summary(), file=file or sys.stderr)
+
+
+# --- prepared datasets (written by pixdiff.datasets.prepare; read here, so reading never imports the writer)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The manifest of a prepared dataset (its folder or its manifest.json)."""
+    p = Path(path)
+    m = p if p.name == MANIFEST else p / MANIFEST
+    try:
+        d = json.loads(m.read_text())
+    except FileNotFoundError:
+        raise PixdiffError(f"{p} is not a prepared dataset (no {MANIFEST}); make one with `pixdiff prepare-data`") from None
+    except ValueError as e:
+        raise PixdiffError(f"{m} is not valid JSON ({e})") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise PixdiffError(f"{m} is not a pixdiff prepared-dataset manifest (format {d.get('format') if isinstance(d, dict) else None!r})")
+    return d
+
+
+def open_prepared(path: str | Path, verify: bool = False) -> ArrayImages:
+    """A prepared dataset, memory-mapped. The array's shape and dtype are checked against the
+    manifest always, its sha256 when ``verify``."""
+    p = Path(path)
+    folder = p.parent if p.name == MANIFEST else p
+    m = read_manifest(folder)
+    arr = folder / m["array"]
+    if not arr.is_file():
+        raise PixdiffError(f"{arr} is missing (named by {folder / MANIFEST})")
+    try:
+        a = np.load(arr, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise PixdiffError(f"{arr} is not a readable .npy ({e})") from None
+    want = (m["count"], m["resolution"], m["resolution"], m["channels"])
+    if a.dtype != np.uint8 or tuple(a.shape) != want:
+        raise PixdiffError(f"{arr} is {a.dtype} {tuple(a.shape)} but its manifest says uint8 {want}; prepare it again")
+    if verify and _sha256(arr) != m["sha256"]:
+        raise PixdiffError(f"{arr}: sha256 does not match {folder / MANIFEST}; the file changed or is damaged")
+    del a
+    ds = ArrayImages(None, None if m["labels"] is None else np.asarray(m["labels"], np.int64), m["class_names"],
+                     f"prepared:{folder.name}", path=arr)
+    ds.labels_source = m.get("labels_source", "none")
+    ds.skipped = [f"{s['file']} ({s['reason']})" for s in m.get("skipped", [])]
+    ds.converted = dict(m.get("converted", {}))
+    return ds

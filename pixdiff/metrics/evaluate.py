@@ -11,6 +11,7 @@ from __future__ import annotations
 from pixdiff.errors import PixdiffError
 
 import json
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +19,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from pixdiff.data import from_uint8, load_digits, load_image_folder
+from pixdiff.data import from_uint8, load_digits
+from pixdiff.datasets import load_image_folder
 
 from .classify import class_accuracy, inception_score
 from .extractors import get_extractor
@@ -51,13 +53,22 @@ def read_images(path: str | Path, resolution: int = 16, channels: int = 1) -> tu
             y = np.asarray(lut)[ds.labels.numpy()]
         return a, y
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise PixdiffError(f"{path} is a single .npy array, not an npz archive; expected the npz of "
+                               "`pixdiff sample`: images uint8 [N, H, W, C], optional labels")
+        with z:
             if "images" not in z:
                 raise PixdiffError(f"{path} has no 'images' array (found {', '.join(z.files) or 'nothing'}); "
                                  "expected the npz of `pixdiff sample`: images uint8 [N, H, W, C], optional labels")
             return z["images"], (z["labels"] if "labels" in z else None)
-    except (OSError, EOFError) as e:
-        raise PixdiffError(f"could not read {path} as an npz ({e})") from e
+    except ValueError as e:  # numpy's "pickled (object) data": a text file, or arrays of Python objects
+        if isinstance(e, PixdiffError):
+            raise
+        raise PixdiffError(f"could not read {path} as an npz of plain arrays: it is not a numpy .npz archive, or "
+                           "holds Python objects (pixdiff never unpickles files)") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise PixdiffError(f"could not read {path} as an npz ({e})") from None
 
 
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -73,9 +84,12 @@ def stored_shapes(path: str | Path) -> list[tuple[int, int, int]]:
     path = Path(path)
     if path.is_file() and path.suffix == ".npz":
         try:
-            with np.load(path, allow_pickle=False) as z:
+            z = np.load(path, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):  # one .npy array: read_images says so
+                return []
+            with z:
                 a = z["images"] if "images" in z else None
-        except (OSError, EOFError, ValueError):
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile):
             return []
         return [] if a is None or a.ndim != 4 else [(int(a.shape[3]), int(a.shape[1]), int(a.shape[2]))]
     if not path.is_dir():
@@ -178,6 +192,19 @@ def _check_uint8(images, who: str) -> torch.Tensor:
     return from_uint8(np.ascontiguousarray(a))
 
 
+def _integer_labels(labels) -> torch.Tensor:
+    """Class labels as int64 [N]: integers, or floats that are whole numbers; anything else (e.g.
+    class names as strings) is refused in one line."""
+    a = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise PixdiffError(f"labels must be integer class indices (got dtype {a.dtype}, e.g. "
+                           f"{a.reshape(-1)[:3].tolist()}); map class names to 0..K-1 first")
+    if np.issubdtype(a.dtype, np.floating):
+        if not (np.isfinite(a).all() and (a == np.round(a)).all()):
+            raise PixdiffError("labels must be integer class indices (got non-integer floats)")
+    return torch.as_tensor(a.astype(np.int64)).reshape(-1)
+
+
 def resolve_reference(ref: str | Path, extractor: FeatureExtractor, shape: tuple[int, int, int],
                       split: str = "train", cache: str | Path | None = None) -> tuple[ReferenceStats, torch.Tensor | None]:
     """``digits`` (the embedded digits ``split`` at the samples' resolution), an images npz or
@@ -218,7 +245,7 @@ def evaluate_images(images_uint8_nhwc, labels=None, ref: str | Path = "digits", 
         raise PixdiffError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
     x = _check_uint8(images_uint8_nhwc, "images")  # [N, C, H, W] in [-1, 1]
     if labels is not None:
-        labels = torch.as_tensor(np.asarray(labels)).long().reshape(-1)
+        labels = _integer_labels(labels)
         if labels.shape[0] != x.shape[0]:
             raise PixdiffError(f"got {labels.shape[0]} labels for {x.shape[0]} images")
     if "acc" in metrics and labels is None:
