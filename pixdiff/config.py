@@ -135,13 +135,19 @@ class OptimConfig:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
-        if not (math.isfinite(self.lr) and self.lr > 0):
+        if not (math.isfinite(self.lr) and 0 < self.lr <= _F32_MAX):
             raise PixdiffError(f"--lr must be a finite number > 0 (got {self.lr})")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise PixdiffError(f"--betas takes two numbers in [0, 1) (got {' '.join(map(str, self.betas))})")
+        for flag, v in (("--eps", self.eps), ("--weight-decay", self.weight_decay), ("--grad-clip", self.grad_clip),
+                        ("--ema-halflife", self.ema_halflife_images)):
+            if not 0 <= v <= _F32_MAX:  # also refuses nan; Adam keeps its state in float32
+                raise PixdiffError(f"{flag} must be a finite number >= 0 (got {v})")
         if self.batch < 1 or self.micro_batch < 0:
             raise PixdiffError(f"--batch must be >= 1 and --micro-batch >= 0 (got {self.batch}, {self.micro_batch})")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise PixdiffError(f"ema_decay must lie in [0, 1) (got {self.ema_decay})")
-        if self.ema_rampup is not None and self.ema_rampup < 0:
+        if self.ema_rampup is not None and not self.ema_rampup >= 0:
             raise PixdiffError(f"ema_rampup must be >= 0 (got {self.ema_rampup})")
         if self.decay not in ("constant", "cosine"):
             raise PixdiffError(f"decay must be constant or cosine (got {self.decay!r})")
@@ -199,6 +205,8 @@ class RunConfig:
         if self.max_nan_steps < 1:
             raise PixdiffError(f"--max-nan-steps must be at least 1 (got {self.max_nan_steps})")
 
+
+_F32_MAX = 3.4028234663852886e38  # the largest float32: optimizer state and weights are float32
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "loss": LossConfig, "optim": OptimConfig, "run": RunConfig}
 

@@ -43,6 +43,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise PixdiffError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise PixdiffError(f"device {device!r} asked for, but this machine has no CUDA GPU")
+    if dev.type == "meta":
+        raise PixdiffError(f"device {device!r} holds no data (use cpu, cuda or cuda:N)")
+    try:  # a device torch knows but cannot use here (mps on Linux, cuda:7 on a 1-GPU machine)
+        torch.empty(1, device=dev)
+    except (RuntimeError, AssertionError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:160]
+        raise PixdiffError(f"device {device!r} cannot be used on this machine ({why})") from None
     return dev
 
 

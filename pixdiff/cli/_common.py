@@ -4,13 +4,15 @@ must fail before any work starts."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
 
 from pixdiff.errors import PixdiffError
 
-__all__ = ["Parser", "add_device", "device", "at_least", "check_output", "help_text", "note"]
+__all__ = ["Parser", "add_device", "device", "at_least", "seed", "check_output", "check_output_dir", "help_text",
+           "note", "writing"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -49,6 +51,33 @@ def at_least(value: int, low: int, flag: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    """argparse type of ``--seed``: an integer in [0, 2**63), what every torch generator accepts."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: give an integer from 0 to 2**63 - 1") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"seed {text} out of range: give an integer from 0 to 2**63 - 1")
+    return value
+
+
+def check_output_dir(path: Path, flag: str = "--out") -> Path:
+    """Refuse an output folder that cannot be made or written, before any work: a file in the
+    way, or a nearest existing ancestor that is a file or not writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PixdiffError(f"{flag} {path} is a file; it must be a folder")
+    parent = path.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise PixdiffError(f"cannot make {flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PixdiffError(f"cannot write {flag} {path}: no write permission in {parent}")
+    return path
+
+
 def check_output(path: Path, suffixes: tuple[str, ...], flag: str = "--out") -> Path:
     """Refuse an output path that cannot be written, before hours of work go into it: a wrong
     suffix, a folder in the way, or a parent that is a file or not writable."""
@@ -65,6 +94,16 @@ def check_output(path: Path, suffixes: tuple[str, ...], flag: str = "--out") -> 
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PixdiffError(f"cannot write {flag} {path}: no write permission in {parent}")
     return path
+
+
+@contextlib.contextmanager
+def writing(path: Path, flag: str = "--out"):
+    """An output that cannot be written after all (disk full, a folder gone read-only): one line.
+    The writes are atomic, so nothing half-written is left and an older file there is kept."""
+    try:
+        yield
+    except OSError as e:
+        raise PixdiffError(f"could not write {flag} {path} ({e.strerror or e}); nothing was written there") from None
 
 
 def note(message: str) -> None:

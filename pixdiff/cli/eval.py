@@ -7,7 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-from pixdiff.cli._common import add_device, at_least, check_output, device, note
+from pixdiff.cli._common import add_device, at_least, check_output, device, note, writing
+from pixdiff.cli._common import seed as seed_type
 from pixdiff.metrics.evaluate import METRICS
 from pixdiff.metrics.extractors import FEATURES
 
@@ -58,7 +59,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", metavar="PATH",
                    help="pytorch-fid's pt_inception-2015-12-05 weights (.pth or .safetensors)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write numbers + protocol as JSON")
-    p.add_argument("--seed", type=int, default=0, help="seed for KID subsets (and sampling with --ckpt)")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed for KID subsets (and sampling with --ckpt)")
     p.add_argument("--kid-subsets", type=int, default=100, metavar="S", help="KID: number of random subsets (default 100)")
     p.add_argument("--kid-subset-size", type=int, default=1000, metavar="M",
                    help="KID: subset size, capped at the smaller set's N (default 1000)")
@@ -116,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = tuple(s.strip() for s in args.metrics.split(",") if s.strip()) if args.metrics else None
     if args.json is not None:
         check_output(args.json, (), "--json")
+    if args.ref_cache is not None and not Path(args.ref_cache).is_file():  # read if there, else written
+        check_output(Path(args.ref_cache), (), "--ref-cache")
     dev = device(args)
     conversion = None
     if args.ckpt is not None:
@@ -149,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         from pixdiff.atomic import atomic_write_text
 
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.json, json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+        with writing(args.json, "--json"):
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.json, json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
     return 0

@@ -126,9 +126,11 @@ def preset_size(name: str, resolution: int | None = None) -> dict:
 
     from pixdiff import nets
 
-    cfg = nets.preset_config(name, **({"resolution": resolution} if resolution else {}))
+    cfg = nets.preset_config(name, **({"resolution": resolution} if resolution is not None else {}))
     with torch.device("meta"):
         n = sum(p.numel() for p in nets.from_config(cfg).parameters())
+    if cfg.kind == "mlp":  # 2-D points: no image size, and no FLOP counter for the MLP
+        return {"preset": name, "kind": cfg.kind, "parameters": n, "resolution": None, "gflops_per_image": None}
     return {"preset": name, "kind": cfg.kind, "parameters": n, "resolution": cfg.resolution,
             "gflops_per_image": nets.count_flops(cfg) / 1e9}
 
@@ -221,8 +223,9 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(r, indent=2))
         else:
-            print(f"preset {r['preset']}: {r['kind']}, {r['parameters']:,} parameters, "
-                  f"{r['gflops_per_image']:.4g} GFLOPs per image at {r['resolution']}×{r['resolution']}")
+            size = ("on 2-D points" if r["gflops_per_image"] is None else
+                    f"{r['gflops_per_image']:.4g} GFLOPs per image at {r['resolution']}×{r['resolution']}")
+            print(f"preset {r['preset']}: {r['kind']}, {r['parameters']:,} parameters, {size}")
         return 0
     wanted = [name for name in LISTS if getattr(args, name)] or list(LISTS)
     tables = {name: globals()[name]() for name in wanted}

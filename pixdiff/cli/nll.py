@@ -7,7 +7,8 @@ import json
 import math
 from pathlib import Path
 
-from pixdiff.cli._common import add_device, at_least, check_output, device
+from pixdiff.cli._common import add_device, at_least, check_output, device, writing
+from pixdiff.cli._common import seed as seed_type
 from pixdiff.likelihood import NLL_METHODS
 
 __all__ = ["add_parser", "run"]
@@ -34,7 +35,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "vlb: IDDPM discrete VLB")
     p.add_argument("--num-t", type=int, default=64, help="elbo: noise levels per image (default 64)")
     p.add_argument("--batch", type=int, default=16, help="images per batch (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise and the dequantisation (default 0)")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of the noise and the dequantisation (default 0)")
     p.add_argument("--raw", action="store_true", help="use the raw instead of the EMA weights")
     p.add_argument("--json", type=Path, default=None, help="also write the result here")
     add_device(p, "the model")
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         from pixdiff.atomic import atomic_write_text
 
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.json, json.dumps(res, indent=2) + "\n")
+        with writing(args.json, "--json"):
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.json, json.dumps(res, indent=2) + "\n")
     return 0 if math.isfinite(res["bits_per_dim"]) else 1

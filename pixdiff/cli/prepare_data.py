@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pixdiff.cli._common import at_least
+from pixdiff.cli._common import at_least, check_output_dir
 
 __all__ = ["add_parser", "run"]
 
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     at_least(args.resolution, 1, "--resolution")
     if args.workers is not None:
         at_least(args.workers, 0, "--workers")
+    check_output_dir(args.out)  # a file in the way or a read-only place: refused before the decoding
     out = prepare_data(args.src, args.out, args.resolution, args.channels, args.labels, args.workers,
                        progress=not args.quiet, overwrite=args.overwrite)
     m = read_manifest(out)

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from pixdiff.cli._common import add_device, at_least, check_output, device, note
+from pixdiff.cli._common import add_device, at_least, check_output, device, note, writing
+from pixdiff.cli._common import seed as seed_type
 from pixdiff.errors import PixdiffError
 
 __all__ = ["add_parser", "run", "parse_classes", "parse_interval"]
@@ -42,7 +43,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--guide-ckpt", type=Path, default=None, help="weaker model's run/checkpoint (autoguidance)")
     p.add_argument("--classes", default=None, metavar="C,C,...",
                    help="comma-separated class labels to cycle through (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i (default 0)")
+    p.add_argument("--seed", type=seed_type, default=0, help="image i uses seed + i (default 0)")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--batch", type=int, default=256, help="images per forward batch (default 256)")
     add_device(p, "sampling")
@@ -95,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     if imgs is None:  # a torchrun process other than rank 0: rank 0 gathered the images and writes them
         return 0
     note(f"sampled {args.n} images with the {weights} weights, sampler {args.sampler}, {args.steps} steps")
-    _write(out, imgs, labels, args.n)
+    with writing(out):
+        _write(out, imgs, labels, args.n)
     print(json.dumps({"wrote": str(out), "n": args.n, "weights": weights}))
     return 0
 

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from pixdiff.cli._common import add_device, at_least, device
+from pixdiff.cli._common import add_device, at_least, check_output_dir, device
 from pixdiff.cli.flags import add_config_flags, config_flags, typed_overrides
 from pixdiff.errors import PixdiffError
 
@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise PixdiffError("--out is required: the run folder")
+    check_output_dir(args.out)  # a file in the way or a read-only place: refused before any work
     from pixdiff.train import train
 
     path = train(cfg, args.out, resume=args.resume, progress=not args.quiet, device=device(args))

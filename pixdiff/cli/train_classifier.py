@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
-from pixdiff.cli._common import add_device, at_least, device
+from pixdiff.cli._common import add_device, at_least, check_output_dir, device
+from pixdiff.cli._common import seed as seed_type
+from pixdiff.errors import PixdiffError
 
 __all__ = ["add_parser", "run"]
 
@@ -34,7 +37,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 0.001)")
     p.add_argument("--schedule", default="cosine",
                    help="noise levels seen in training (default cosine; see `pixdiff info --schedules`)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device(p, "training")
     p.set_defaults(func=run)
@@ -46,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
     at_least(args.steps, 1, "--steps")
     at_least(args.batch, 1, "--batch")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise PixdiffError(f"--lr must be a finite number > 0 (got {args.lr})")
+    check_output_dir(args.out)  # before the training, not when its checkpoint is written
     ch = args.channels or (1 if args.data == "digits" else 3)
     path = train_classifier(args.out, args.data, args.resolution, ch, args.preset, args.steps, args.batch,
                             args.lr, args.schedule, args.seed, progress=not args.quiet, device=device(args))

@@ -57,6 +57,8 @@ def zero_init(module: nn.Module) -> nn.Module:
 def num_attention_heads(channels: int, head_channels: int | None, num_heads: int | None) -> int:
     """Heads for a layer of width `channels`: fixed channels per head (ADM's choice, 64;
     Dhariwal & Nichol 2021, §3, Table 2) or a fixed number of heads."""
+    if (head_channels if head_channels is not None else num_heads or 0) < 1:
+        raise PixdiffError(f"head_channels / num_heads must be >= 1 (got {head_channels} / {num_heads})")
     if head_channels is not None:
         if channels % head_channels:
             raise PixdiffError(

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pixdiff.errors import PixdiffError
 
 import dataclasses
+import types
+import typing
 from typing import Any, Callable
 
 from torch import nn
@@ -84,7 +86,51 @@ def preset_config(name: str, **overrides: Any) -> NetConfig:
     unknown = set(overrides) - fields
     if unknown:
         raise PixdiffError(f"preset {name!r} ({type(cfg).__name__}) has no fields {sorted(unknown)}")
+    hints = typing.get_type_hints(type(cfg))
+    for key, value in overrides.items():  # a wrong type would fail inside validation, with a traceback
+        if not _fits(value, hints[key]):
+            raise PixdiffError(f"network field {key} must be {_type_name(hints[key])} (got {value!r})")
     return dataclasses.replace(cfg, **overrides)
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    """Does a JSON-ish value (lists for tuples) fit the annotation ``tp``?"""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is typing.Literal:
+        return value in args
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+    return True  # an annotation this check does not know: the config's own validation decides
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if tp is type(None):
+        return "null"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin is tuple:
+        plural = {bool: "true / false", int: "integers", float: "numbers", str: "strings"}
+        return f"a list of {plural.get(args[0], _type_name(args[0]))}" if args else "a list"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
 def from_config(config: NetConfig) -> nn.Module:

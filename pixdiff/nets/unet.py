@@ -83,8 +83,10 @@ class UNetConfig:
 
 def validate_adm(cfg: Any) -> None:
     """Checks shared by every config that builds an ADM encoder (U-Net, classifier)."""
-    if cfg.in_channels < 1 or cfg.channels < 1 or not cfg.channel_mult:
+    if cfg.in_channels < 1 or cfg.channels < 1 or not cfg.channel_mult or min(cfg.channel_mult) < 1:
         raise PixdiffError("in_channels, channels and channel_mult must be positive / non-empty")
+    if cfg.norm_groups < 1:
+        raise PixdiffError(f"norm_groups must be >= 1, got {cfg.norm_groups}")
     if cfg.num_res_blocks < 1:
         raise PixdiffError(f"num_res_blocks must be >= 1, got {cfg.num_res_blocks}")
     if not 0.0 <= cfg.dropout < 1.0:
@@ -94,21 +96,34 @@ def validate_adm(cfg: Any) -> None:
     if cfg.num_classes < 0:
         raise PixdiffError(f"num_classes must be >= 0, got {cfg.num_classes}")
     factor = 2 ** (len(cfg.channel_mult) - 1)
-    if cfg.resolution % factor:
-        raise PixdiffError(
-            f"resolution {cfg.resolution} must be divisible by the downsampling factor {factor}"
-        )
+    if cfg.resolution < 1 or cfg.resolution % factor:
+        what = "positive" if cfg.resolution < 1 else f"divisible by the downsampling factor {factor}"
+        raise PixdiffError(f"resolution {cfg.resolution} must be {what}; {_working_resolutions(cfg)}")
     sides = {cfg.resolution // 2**level for level in range(len(cfg.channel_mult))}
     if not set(cfg.attention_resolutions) <= sides:
         raise PixdiffError(
             f"attention_resolutions {cfg.attention_resolutions} must be feature-map sides "
-            f"reached from resolution {cfg.resolution}: {sorted(sides)}"
+            f"reached from resolution {cfg.resolution}: {sorted(sides)}; {_working_resolutions(cfg)}"
         )
     for mult in cfg.channel_mult:
         width = cfg.channels * mult
         if width % cfg.norm_groups:
             raise PixdiffError(f"width {width} is not divisible by norm_groups={cfg.norm_groups}")
         num_attention_heads(width, cfg.head_channels, cfg.num_heads)
+
+
+def _working_resolutions(cfg: Any) -> str:
+    """The image sides this ADM config accepts, in words (for the error of one it does not)."""
+    levels, attn = len(cfg.channel_mult), sorted(set(cfg.attention_resolutions))
+    factor = 2 ** (levels - 1)
+    if not attn:
+        return f"resolutions that work: multiples of {factor}"
+    ok = [attn[-1] * 2**level for level in range(levels)]
+    ok = [r for r in ok if r % factor == 0 and set(attn) <= {r // 2**level for level in range(levels)}]
+    if not ok:
+        return f"no resolution works with attention_resolutions {tuple(attn)} and {levels} levels"
+    words = ", ".join(map(str, ok[:-1])) + (" or " if len(ok) > 1 else "") + str(ok[-1])
+    return f"resolutions that work: {words} (or change attention_resolutions)"
 
 
 class EmbSequential(nn.ModuleList):

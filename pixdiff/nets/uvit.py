@@ -78,6 +78,8 @@ class UViTConfig:
             raise PixdiffError("channels must be a non-empty tuple of positive widths")
         if self.patch_size < 1:
             raise PixdiffError(f"patch_size must be >= 1, got {self.patch_size}")
+        if self.norm_groups < 1:
+            raise PixdiffError(f"norm_groups must be >= 1, got {self.norm_groups}")
         ups = self.decoder_blocks
         if len(self.down_blocks) != levels - 1 or len(ups) != levels - 1:
             raise PixdiffError(
@@ -101,10 +103,11 @@ class UViTConfig:
             raise PixdiffError(f"dropout rates must be in [0, 1), got {self.dropout}")
         if self.num_classes < 0:
             raise PixdiffError(f"num_classes must be >= 0, got {self.num_classes}")
-        if self.resolution % self.downsampling_factor:
+        if self.resolution < 1 or self.resolution % self.downsampling_factor:
             raise PixdiffError(
-                f"resolution {self.resolution} must be divisible by the downsampling factor "
-                f"{self.downsampling_factor} (patch_size × 2^(levels-1))"
+                f"resolution {self.resolution} must be positive and divisible by the downsampling factor "
+                f"{self.downsampling_factor} (patch_size × 2^(levels-1)); resolutions that work: multiples of "
+                f"{self.downsampling_factor}, e.g. {self.downsampling_factor} or {2 * self.downsampling_factor}"
             )
 
     @property
