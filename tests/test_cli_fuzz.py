@@ -462,19 +462,15 @@ def test_a_train_out_that_is_a_file_is_one_line(world, no_work):
 @pytest.mark.parametrize("argv", [
     ["eval", "--images", "@text.npz"],
     ["eval", "--images", "@samples.npz", "--ref", "@text.npz"],
-    pytest.param(["train", "--data", "@text.npz", "--steps", "1", "--out", "@new/run"], marks=pytest.mark.xfail(
-        reason="pixdiff/datasets/sources.py passes numpy's allow_pickle advice on (owned by the data-pipeline "
-               "change)", strict=False)),
-    pytest.param(["prepare-data", "@text.npz", "--resolution", "16", "--out", "@new/d"], marks=pytest.mark.xfail(
-        reason="pixdiff/datasets/prepare.py lets numpy's ValueError through (owned by the data-pipeline change)",
-        strict=False)),
+    ["train", "--data", "@text.npz", "--steps", "1", "--out", "@new/run"],
+    ["prepare-data", "@text.npz", "--resolution", "16", "--out", "@new/d"],
 ])
 def test_a_text_file_named_npz_is_one_line_that_never_advises_unpickling(argv, world):
     code, _, err = run_cli(argv, world)
     assert code == 2 and "npz" in err and "pickle" not in err.replace("never unpickles", ""), err
 
 
-@pytest.mark.parametrize("make", ["npy", "truncated", "objects"])
+@pytest.mark.parametrize("make", ["npy", "truncated", "objects", "strlabels"])
 def test_npz_files_that_are_not_plain_archives_are_one_line(make, world):
     f = world["scratch"] / f"bad-{make}.npz"
     if make == "npy":
@@ -482,10 +478,14 @@ def test_npz_files_that_are_not_plain_archives_are_one_line(make, world):
             np.save(fh, np.zeros(3))
     elif make == "truncated":
         f.write_bytes((world["root"] / "samples.npz").read_bytes()[:300])
+    elif make == "strlabels":
+        np.savez(f, images=np.zeros((2, 16, 16, 1), np.uint8), labels=np.array(["cat", "dog"]))
     else:
         np.savez(f, images=np.zeros((2, 16, 16, 1), np.uint8), labels=np.array([1, None], dtype=object))
-    for argv in (["eval", "--images", f], ["eval", "--images", world["root"] / "samples.npz", "--ref", f]):
-        line = _fails_in_one_line(argv, world, str(f))
+    for argv in (["eval", "--images", f], ["eval", "--images", world["root"] / "samples.npz", "--ref", f],
+                 ["train", "--data", f, *NET, "--steps", "1", "--out", world["scratch"] / f"run-{make}"],
+                 ["prepare-data", f, "--resolution", "16", "--out", world["scratch"] / f"prep-{make}"]):
+        line = _fails_in_one_line(argv, world, "labels" if make == "strlabels" else str(f))
         assert "allow_pickle" not in line
 
 

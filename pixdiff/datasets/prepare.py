@@ -41,7 +41,8 @@ from pixdiff.atomic import atomic_write_text
 from pixdiff.errors import PixdiffError
 
 from .folder import FILTER, check_labels_arg, decode_or_reason, fit_image, scan_folder
-from .sources import ARRAY, FORMAT, MANIFEST, ArrayImages, _sha256, open_prepared, read_manifest, source_kind
+from .sources import (ARRAY, FORMAT, MANIFEST, ArrayImages, _sha256, open_prepared, read_manifest, read_npz,
+                      source_kind)
 
 __all__ = ["prepare_data", "open_prepared", "read_manifest", "verify_prepared", "FORMAT"]
 
@@ -107,11 +108,7 @@ def _items_of(src: str, kind: str, resolution: int, channels: int):
     from PIL import Image
 
     if kind == "npz":
-        with np.load(src, allow_pickle=False) as z:
-            if "images" not in z:
-                raise PixdiffError(f"{src} has no 'images' array (found {', '.join(z.files) or 'nothing'})")
-            a = z["images"]
-            y = z["labels"] if "labels" in z else None
+        a, y = read_npz(src)
         ds = ArrayImages(a, y, [], Path(src).name)  # validates dtype and shape
         ds.labels_source = "npz labels" if y is not None else "none"
     elif kind == "hf":

@@ -143,7 +143,12 @@ class ArrayImages(UInt8Images):
                                f"(got {a.dtype} {tuple(a.shape)})")
         super().__init__(a.shape[1], a.shape[3])
         if labels is not None:
-            labels = np.asarray(labels).astype(np.int64).reshape(-1)
+            labels = np.asarray(labels)
+            integral = labels.dtype.kind in "iub" or (labels.dtype.kind == "f" and np.all(np.isfinite(labels))
+                                                      and np.all(labels == np.round(labels)))
+            if not integral:
+                raise PixdiffError(f"{name}: labels must be integer class ids (got dtype {labels.dtype})")
+            labels = labels.astype(np.int64).reshape(-1)
             if len(labels) != len(a):
                 raise PixdiffError(f"{name}: {len(labels)} labels for {len(a)} images")
             if len(labels) and labels.min() < 0:
@@ -331,14 +336,7 @@ def open_images(spec: str | Path, resolution: int, channels: int = 3, labels: st
         _check_fit(str(spec), ds.resolution, ds.channels, resolution, channels, "or prepare the source again")
         return ds
     if kind == "npz":
-        try:
-            with np.load(spec, allow_pickle=False) as z:
-                if "images" not in z:
-                    raise PixdiffError(f"{spec} has no 'images' array (found {', '.join(z.files) or 'nothing'}); "
-                                       "expected images uint8 [N, H, W, C] and optional labels")
-                a, y = z["images"], (z["labels"] if "labels" in z else None)
-        except (OSError, EOFError, ValueError) as e:
-            raise PixdiffError(f"could not read {spec} as an npz ({e})") from None
+        a, y = read_npz(spec)
         ds = ArrayImages(a, y, [], f"npz:{Path(spec).name}")
         ds.labels_source = "npz labels" if y is not None else "none"
         _check_fit(str(spec), ds.resolution, ds.channels, resolution, channels, "or `pixdiff prepare-data` it")
@@ -401,3 +399,26 @@ def open_prepared(path: str | Path, verify: bool = False) -> ArrayImages:
     ds.skipped = [f"{s['file']} ({s['reason']})" for s in m.get("skipped", [])]
     ds.converted = dict(m.get("converted", {}))
     return ds
+
+
+def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(images, labels or None) of an npz as ``pixdiff sample`` writes it, with one-line errors for
+    every file that is not one (pixdiff never unpickles: object arrays are refused)."""
+    import zipfile
+
+    what = "expected an npz with images uint8 [N, H, W, C] and optional labels"
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise PixdiffError(f"{path} is not a readable .npz ({type(e).__name__}); {what}; pixdiff never "
+                           "unpickles files") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise PixdiffError(f"{path} holds a single .npy array, not an npz; {what}")
+    try:
+        with z:
+            if "images" not in z.files:
+                raise PixdiffError(f"{path} has no 'images' array (found {', '.join(z.files) or 'nothing'}); {what}")
+            return z["images"], (z["labels"] if "labels" in z.files else None)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise PixdiffError(f"{path} is damaged or holds objects ({type(e).__name__}); {what}; pixdiff never "
+                           "unpickles files") from None
