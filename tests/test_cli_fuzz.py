@@ -485,7 +485,8 @@ def test_npz_files_that_are_not_plain_archives_are_one_line(make, world):
     for argv in (["eval", "--images", f], ["eval", "--images", world["root"] / "samples.npz", "--ref", f],
                  ["train", "--data", f, *NET, "--steps", "1", "--out", world["scratch"] / f"run-{make}"],
                  ["prepare-data", f, "--resolution", "16", "--out", world["scratch"] / f"prep-{make}"]):
-        line = _fails_in_one_line(argv, world, "labels" if make == "strlabels" else str(f))
+        # (string labels of a reference are not read: that eval fails on its 2 images instead)
+        line = _fails_in_one_line(argv, world, *(() if make == "strlabels" else (str(f),)))
         assert "allow_pickle" not in line
 
 
