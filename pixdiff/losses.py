@@ -89,6 +89,10 @@ class LossConfig:
             raise PixdiffError("a time-shifted bias needs both bias_start and bias_warmup_steps > 0 (Hoogeboom et al. 2025, App. B.1)")
         if self.bias_start is not None and self.bias is None:
             raise PixdiffError("a time-shifted bias needs the end value `bias` too (Hoogeboom et al. 2025, App. B.1, uses −3)")
+        for name in ("sigma_data", "p_mean", "p_std", "bias", "bias_start", "vlb_weight"):
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(v):
+                raise PixdiffError(f"loss {name} must be a finite number (got {v})")
         if self.sigma_data <= 0 or self.p_std <= 0:
             raise PixdiffError("sigma_data and p_std must be positive")
         if self.schedule == "edm_lognormal":  # the log-normal is stored once: p_mean, p_std

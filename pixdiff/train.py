@@ -18,6 +18,7 @@ from __future__ import annotations
 from pixdiff.errors import PixdiffError
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -286,8 +287,18 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
         if rank == 0:
             ckpt_io.remove_stale_temporaries(out)
         return _train(cfg, out, resume, progress, device)
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        kept = ckpt_io.list_checkpoints(out)
+        raise ckpt_io.CheckpointWriteError(f"could not write in {out} ({e.strerror}: {e.filename}); stopped. "
+                                           f"Last checkpoint: {kept[-1] if kept else 'none'}") from None
     finally:
         lock.__exit__(None, None, None)
+
+
+# A full disk, a quota, a read-only or forbidden place: the run cannot write, which is not a bug.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 RUN_FILES = ("config.json", "log.jsonl", "checkpoints")
@@ -417,6 +428,9 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, device, progress: bool):
     if local % micro:
         raise PixdiffError(f"micro_batch {micro} does not divide the per-process batch {local}")
     vector_data = len(ds.shape) == 1
+    if nets.preset_config(cfg.model.preset).kind == "classifier":
+        raise PixdiffError(f"--preset {cfg.model.preset} is a noisy classifier; train it with "
+                           "`pixdiff train-classifier`, and a diffusion model with a U-Net or U-ViT preset")
     if vector_data != (nets.preset_config(cfg.model.preset).kind == "mlp"):
         raise PixdiffError(f"data {cfg.data.name!r} of shape {ds.shape} needs "
                            + ("--preset mlp" if vector_data else f"an image network, not --preset {cfg.model.preset}"))

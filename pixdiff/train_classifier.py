@@ -62,6 +62,8 @@ def train_classifier(out: str | Path, data: str = "digits", resolution: int = 16
         if step % 50 == 0 or step == steps - 1:
             log.append({"step": step + 1, "loss": loss.item()})
     sd = {k: v.cpu() for k, v in net.state_dict().items()}
+    if not all(bool(torch.isfinite(v).all()) for v in sd.values() if v.is_floating_point()):
+        raise PixdiffError(f"the classifier's weights are not finite after {steps} steps (not saved); try a lower --lr")
     state = {"kind": "classifier", "net_kind": net.config.kind, "net_config": asdict(net.config),
              "schedule": schedule, "data": ds.name, "class_names": ds.class_names, "log": log,
              "config": {"preset": preset, "steps": steps, "batch": batch, "lr": lr, "seed": seed},

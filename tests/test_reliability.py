@@ -131,3 +131,29 @@ def test_16_bit_png_is_scaled_not_saturated(tmp_path):
     expect = np.rint(a / 65535 * 255) / 127.5 - 1
     assert np.allclose(ds.images[0, 0].numpy(), expect, atol=1e-6)
     assert abs(float(ds.images.mean())) < 0.01  # not white (mean 0.996 before the fix)
+
+
+def test_a_full_disk_outside_checkpoints_is_one_line_keeping_the_last_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from pixdiff import train as train_mod
+
+    run = tmp_path / "run"
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run / "loss.png"))
+
+    monkeypatch.setattr(train_mod, "plot_loss_curve", full)
+    with pytest.raises(ckpt_io.CheckpointWriteError, match="No space left.*Last checkpoint: .*ckpt-000000000016") as e:
+        train(_cfg(images=16), run, progress=False)
+    assert e.value.exit_code == 3
+
+
+def test_non_finite_loss_settings_and_classifier_presets_are_refused(tmp_path):
+    with pytest.raises(PixdiffError, match="sigma_data must be a finite"):
+        TrainConfig.from_dict({"loss": {"sigma_data": float("nan")}})
+    cfg = _cfg()
+    cfg.model.preset = "tiny-classifier"
+    cfg.model.overrides = {}
+    with pytest.raises(PixdiffError, match="train-classifier"):
+        train(cfg, tmp_path / "run", progress=False)
