@@ -9,7 +9,7 @@ TORCH   ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "" --timeout=3600 ; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+
+# ruff's rules are in pyproject.toml ([tool.ruff]); CI runs this before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check pixdiff tests benchmarks experiments scripts
 
 bench: $(STAMP)
 	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

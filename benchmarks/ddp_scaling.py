@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 from _report import append_section, machine  # noqa: E402 - benchmarks/ is on sys.path
 
 

@@ -37,11 +37,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _report import append_section, machine  # noqa: E402 - benchmarks/ is on sys.path
 
 from pixdiff import samplers as S
 from pixdiff import schedules
 from pixdiff.analytic import GaussianMixture
-from _report import append_section, machine  # noqa: E402 - benchmarks/ is on sys.path
 
 F64 = torch.float64
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,11 +17,11 @@ import statistics
 import time
 
 import torch
+from _report import append_section, machine  # noqa: E402 - benchmarks/ is on sys.path
 from torch import nn
 
 from pixdiff import samplers as S
 from pixdiff.denoiser import Denoiser
-from _report import append_section, machine  # noqa: E402 - benchmarks/ is on sys.path
 
 
 class TinyNet(nn.Module):

@@ -27,7 +27,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pixdiff import data, guidance, samplers

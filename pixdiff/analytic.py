@@ -16,12 +16,11 @@ to that class's components. All arithmetic is float64; outputs take z's dtype.
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import math
 
 import torch
 
+from pixdiff.errors import PixdiffError
 from pixdiff.process import alpha_sigma
 
 __all__ = ["GaussianMixture"]
@@ -210,12 +209,12 @@ class GaussianMixture:
 
     # --- convenient constructors ----------------------------------------------------------------
     @classmethod
-    def gaussian(cls, mean, cov, shape=None) -> "GaussianMixture":
+    def gaussian(cls, mean, cov, shape=None) -> GaussianMixture:
         mean = torch.as_tensor(mean, dtype=_F64)
         return cls([1.0], mean[None], torch.as_tensor(cov, dtype=_F64)[None], shape=shape)
 
     @classmethod
-    def toy_2d(cls, labels: bool = True) -> "GaussianMixture":
+    def toy_2d(cls, labels: bool = True) -> GaussianMixture:
         """A small 2-D, 3-component, 3-class mixture with unequal weights and correlated covariances."""
         means = [[-1.0, -0.5], [1.0, -0.5], [0.0, 0.9]]
         covs = [[[0.06, 0.03], [0.03, 0.05]], [[0.04, -0.02], [-0.02, 0.07]], [[0.08, 0.0], [0.0, 0.02]]]

@@ -4,8 +4,8 @@ format from it (and ``np.savez`` appends ``.npz`` to a name without it)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 __all__ = ["atomic_write", "atomic_write_text"]
 

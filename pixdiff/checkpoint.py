@@ -16,8 +16,6 @@ newest is truncated or corrupt. Nothing is unpickled: loading a checkpoint runs 
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import hashlib
 import json
 import os
@@ -29,6 +27,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from pixdiff.errors import PixdiffError
 
 __all__ = ["CheckpointError", "CheckpointWriteError", "Checkpoint", "save", "remove_stale_temporaries", "load", "list_checkpoints", "latest", "state_dict_to_flat",
            "optimizer_to_flat", "optimizer_from_flat"]
@@ -191,7 +191,7 @@ def load(path: str | Path) -> Checkpoint:
             errors.append(str(e))
             continue
         if errors:
-            warnings.warn(f"skipped {len(errors)} bad checkpoint(s): {'; '.join(errors)}; using {c.name}")
+            warnings.warn(f"skipped {len(errors)} bad checkpoint(s): {'; '.join(errors)}; using {c.name}", stacklevel=2)
         return ck
     raise CheckpointError(f"every checkpoint in {path} is unusable: {'; '.join(errors)}")
 

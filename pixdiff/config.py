@@ -235,7 +235,7 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         if not isinstance(d, dict):
             raise PixdiffError(f"a config is a JSON object of sections {', '.join(_SECTIONS)} (got {type(d).__name__})")
         for name, sub in d.items():
@@ -248,7 +248,7 @@ class TrainConfig:
         return cls(**{name: _section(name, kls, d.get(name, {})) for name, kls in _SECTIONS.items()})
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
+    def load(cls, path: str | Path) -> TrainConfig:
         p = Path(path)
         if not p.is_file():
             raise PixdiffError(f"config file {p} does not exist")

@@ -33,10 +33,7 @@ from pixdiff.errors import PixdiffError
 __all__ = [
     "ImageDataset",
     "load_digits",
-    "load_photos",
-    "load_image_folder",
     "load_toy",
-    "load",
     "epoch_order",
     "IMAGE_SUFFIXES",
     "TOYS",

@@ -86,8 +86,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from pixdiff import data as data_mod
-    from pixdiff.generate import load
     from pixdiff.config import TrainConfig
+    from pixdiff.generate import load
     from pixdiff.train import train
 
     out = args.out

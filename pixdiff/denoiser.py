@@ -20,8 +20,6 @@ log Σ = f log β_t + (1 − f) log β̃_t (IDDPM's code convention for the pape
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,6 +27,7 @@ import torch
 from torch import nn
 
 from pixdiff import process
+from pixdiff.errors import PixdiffError
 
 __all__ = ["Denoiser", "DenoiserOutput", "PARAMETERIZATIONS"]
 

@@ -14,9 +14,10 @@ current definition: editing a preset does not change what an old checkpoint load
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

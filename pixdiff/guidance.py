@@ -39,15 +39,15 @@ Label dropout (p_uncond, Ho & Salimans 2022 Alg. 1) is a training-time matter an
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import math
 import numbers
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 
 from pixdiff.denoiser import DenoiserOutput
+from pixdiff.errors import PixdiffError
 from pixdiff.process import alpha_sigma
 
 __all__ = [

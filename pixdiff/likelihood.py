@@ -23,8 +23,6 @@ Each function returns per-example bits/dim so the caller can form a confidence i
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 
 from pixdiff import process, vlb
+from pixdiff.errors import PixdiffError
 from pixdiff.losses import LossConfig, check_images, loss_fn, predict, randn_like
 from pixdiff.schedules import DiscreteSchedule
 

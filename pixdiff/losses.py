@@ -17,8 +17,6 @@ scale every learning rate in the papers was tuned for); ``'sum'`` gives nats per
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -27,6 +25,7 @@ import torch
 
 from pixdiff import process, schedules, vlb
 from pixdiff.denoiser import DenoiserOutput
+from pixdiff.errors import PixdiffError
 from pixdiff.weighting import WEIGHTINGS, eps_to_x, haar_subbands, log_weight_eps, sigmoid_bias, time_shifted_bias
 
 __all__ = ["LossConfig", "LossOutput", "loss_fn", "sample_t", "predict", "check_images", "weighted_mse",

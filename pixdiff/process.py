@@ -19,12 +19,12 @@ checked once, by ``pixdiff.samplers.sample``).
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import math
 from typing import Literal
 
 import torch
+
+from pixdiff.errors import PixdiffError
 
 __all__ = [
     "Prediction",

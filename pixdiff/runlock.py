@@ -29,7 +29,7 @@ class RunLock:
         self.path = Path(run_dir) / ".lock"
         self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         try:
             import fcntl
         except ImportError:  # not POSIX: no lock, as before
@@ -57,7 +57,7 @@ class RunLock:
             os.close(self._fd)  # closing the last descriptor releases the flock
             self._fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

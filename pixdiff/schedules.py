@@ -22,16 +22,15 @@ Public access: ``get(name, **options)`` and ``available()``.
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from pixdiff import process as _process
+from pixdiff.errors import PixdiffError
 
 __all__ = [
     "Schedule",
@@ -430,7 +429,7 @@ class DiscreteSchedule(Schedule):
         self._lk = torch.cat([l0.reshape(1), lk])
 
     @classmethod
-    def from_betas(cls, betas) -> "DiscreteSchedule":
+    def from_betas(cls, betas) -> DiscreteSchedule:
         b = _as_f64(betas, "betas")
         if (b <= 0).any() or (b >= 1).any():
             raise PixdiffError("betas must lie in (0, 1)")

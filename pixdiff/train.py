@@ -15,8 +15,6 @@ We all-reduce by hand rather than wrap in ``DistributedDataParallel`` because th
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import contextlib
 import errno
 import json
@@ -34,12 +32,13 @@ import torch
 import torch.distributed as dist
 
 from pixdiff import checkpoint as ckpt_io
-from pixdiff.atomic import atomic_write, atomic_write_text
 from pixdiff import data as data_mod
-from pixdiff.datasets import StepBatches, open_training_data
 from pixdiff import distributed, losses, nets, sharding
+from pixdiff.atomic import atomic_write, atomic_write_text
 from pixdiff.config import TrainConfig, diff_configs, warn_if_past_decay
+from pixdiff.datasets import StepBatches, open_training_data
 from pixdiff.denoiser import Denoiser
+from pixdiff.errors import PixdiffError
 from pixdiff.generate import build_denoiser
 from pixdiff.runlock import RunLock
 from pixdiff.tracking import Tracker, make_tracker
@@ -491,7 +490,6 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, device, progress: bool):
 def write_sample_grid(denoiser: Denoiser, ema: dict, ds, num_classes: int, path: Path, seed: int,
                       sampler: str = "dpmpp_2m", steps: int = 20) -> None:
     """A 10×10 grid from the EMA weights (row c = class c when conditional), per-sample seeds."""
-    import copy
 
     from pixdiff import samplers
 
@@ -535,9 +533,8 @@ class Evaluator:
     reference statistics are computed once."""
 
     def __init__(self, cfg: TrainConfig, ds, num_classes: int, sampler: str = "dpmpp_2m", steps: int = 20):
-        from pixdiff.metrics import compute_reference
+        from pixdiff.metrics import compute_reference, get_extractor
         from pixdiff.metrics.frechet import check_fd_samples
-        from pixdiff.metrics import get_extractor
 
         if len(ds.shape) != 3:
             raise PixdiffError("--eval-every evaluates images; 2-D point data has no feature network")
@@ -628,7 +625,7 @@ def read_log(path: Path) -> list[dict]:
             torn.append(i)
     if torn:
         warnings.warn(f"{path}: dropped {len(torn)} unreadable line(s) ({', '.join(map(str, torn[:5]))}), "
-                      "e.g. one torn by a kill")
+                      "e.g. one torn by a kill", stacklevel=2)
     return recs
 
 

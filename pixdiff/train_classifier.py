@@ -11,8 +11,6 @@ same format as a diffusion run (safetensors + state.json, atomic); ``load_classi
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from pixdiff import checkpoint as ckpt_io
-from pixdiff import datasets
-from pixdiff import nets, process, schedules
+from pixdiff import datasets, nets, process, schedules
+from pixdiff.errors import PixdiffError
 
 __all__ = ["train_classifier", "load_classifier"]
 

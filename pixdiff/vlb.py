@@ -19,13 +19,12 @@ callers sum or average over dimensions and divide by log 2 for bits.
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import math
 
 import torch
 
 from pixdiff import process
+from pixdiff.errors import PixdiffError
 from pixdiff.schedules import DiscreteSchedule
 
 __all__ = [

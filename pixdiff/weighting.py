@@ -22,13 +22,13 @@ Ho et al. 2020, Alg. 1).
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from pixdiff.errors import PixdiffError
 
 __all__ = [
     "WEIGHTINGS",

@@ -388,7 +388,7 @@ def test_info_lists_presets_samplers_schedules_and_weightings(capsys):
     assert list(rows) == samplers.available()
     for name, line in rows.items():
         spec = samplers.get(name)
-        cite = getattr(spec, "paper", None) or getattr(spec, "seed")
+        cite = getattr(spec, "paper", None) or spec.seed
         assert cite in line and f"default {spec.steps} steps" in line
     rows = _rows(_info(capsys, "--schedules"))
     assert list(rows) == schedules.available() and all(len(v.split(None, 1)) == 2 for v in rows.values())

@@ -13,8 +13,17 @@ from pixdiff.analytic import GaussianMixture
 from pixdiff.denoiser import Denoiser
 from pixdiff.losses import LossConfig, loss_fn, make_sampler, power_loss, sample_t
 from pixdiff.vlb import ImportanceSampler
-from pixdiff.weighting import (WEIGHTINGS, eps_to_v, eps_to_x, haar2d, haar_subbands, ihaar2d, log_weight_eps,
-                               sigmoid_bias, time_shifted_bias)
+from pixdiff.weighting import (
+    WEIGHTINGS,
+    eps_to_v,
+    eps_to_x,
+    haar2d,
+    haar_subbands,
+    ihaar2d,
+    log_weight_eps,
+    sigmoid_bias,
+    time_shifted_bias,
+)
 
 F64 = torch.float64
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from pixdiff.errors import PixdiffError
 import types
 
 import numpy as np
@@ -16,7 +15,9 @@ import scipy.linalg
 import torch
 from torch import nn
 
+from pixdiff.cli import main
 from pixdiff.data import from_uint8, load_digits, to_uint8
+from pixdiff.errors import PixdiffError
 from pixdiff.metrics import (
     DigitsNet,
     FIDInceptionV3,
@@ -37,7 +38,6 @@ from pixdiff.metrics import (
     precision_recall,
     save_reference,
 )
-from pixdiff.cli import main
 from pixdiff.metrics.inception import INCEPTION_URL
 
 

@@ -1,12 +1,10 @@
 """Run folders that nothing can corrupt: the lock, folder checks on --resume / new runs, stale
 temporary checkpoints, failed writes, non-finite weights, torn log lines, 16-bit images."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest

@@ -17,12 +17,11 @@ import math
 
 import pytest
 import torch
+from test_samplers_support import component_mass, gaussian16, pf_map, pf_ode_reference, sliced_wasserstein
 
 from pixdiff import samplers as S
 from pixdiff.analytic import GaussianMixture
 from pixdiff.schedules import VESchedule
-from test_samplers_support import (component_mass, gaussian16, pf_map, pf_ode_reference,
-                                   sliced_wasserstein)
 
 N = 10_000
 MEAN_TOL, COV_TOL, SWD_TOL, MASS_TOL = 0.04, 0.06, 0.03, 0.025

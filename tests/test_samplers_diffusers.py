@@ -16,8 +16,13 @@ import pytest
 import torch
 
 pytest.importorskip("diffusers")
-from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,  # noqa: E402
-                       EulerDiscreteScheduler, HeunDiscreteScheduler)
+from diffusers import (  # noqa: E402
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+)
 
 from pixdiff import samplers as S  # noqa: E402
 from pixdiff.schedules import ddim_timesteps  # noqa: E402

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_samplers_support import fitted_slope, pf_ode_reference
 
 from pixdiff import samplers as S
 from pixdiff.analytic import GaussianMixture
-from test_samplers_support import fitted_slope, pf_ode_reference
 
 S_MAX, S_END = 80.0, 0.02
 STEPS = [16, 32, 64, 128]

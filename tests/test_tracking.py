@@ -3,15 +3,13 @@ in RUN/eval.jsonl that match an independent evaluation of the same EMA weights, 
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
 import pixdiff
 from pixdiff.config import TrainConfig
 from pixdiff.errors import PixdiffError
-from pixdiff.metrics import class_accuracy, compute_reference, feature_statistics, frechet_distance
-from pixdiff.metrics import get_extractor
+from pixdiff.metrics import class_accuracy, compute_reference, feature_statistics, frechet_distance, get_extractor
 from pixdiff.train import train
 
 NET = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [8],

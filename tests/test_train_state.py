@@ -3,9 +3,9 @@ resume keeps, EMA ramp-up, networks rebuilt from the saved config, and ``pixdiff
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
-import os
 
 import numpy as np
 import pytest

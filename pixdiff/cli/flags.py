@@ -23,8 +23,9 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Union
+from typing import Any, Literal, Union
 
 from pixdiff.cli._common import help_text
 from pixdiff.errors import PixdiffError

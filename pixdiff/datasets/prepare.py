@@ -25,7 +25,6 @@ absent or complete; ``verify_prepared`` re-hashes ``images.npy`` against the man
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import multiprocessing as mp
@@ -41,8 +40,7 @@ from pixdiff.atomic import atomic_write_text
 from pixdiff.errors import PixdiffError
 
 from .folder import FILTER, check_labels_arg, decode_or_reason, fit_image, scan_folder
-from .sources import (ARRAY, FORMAT, MANIFEST, ArrayImages, _sha256, open_prepared, read_manifest, read_npz,
-                      source_kind)
+from .sources import ARRAY, FORMAT, MANIFEST, ArrayImages, _sha256, open_prepared, read_manifest, read_npz, source_kind
 
 __all__ = ["prepare_data", "open_prepared", "read_manifest", "verify_prepared", "FORMAT"]
 

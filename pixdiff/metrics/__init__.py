@@ -5,6 +5,7 @@ Formulas, sources and the recorded protocol: docs/metrics.md."""
 
 from .classify import AccuracyResult, ISResult, class_accuracy, inception_score
 from .evaluate import METRICS, evaluate_images, read_images, resolve_reference
+from .extractors import FEATURES, get_extractor
 from .features import (
     DigitsNet,
     Extracted,
@@ -13,7 +14,6 @@ from .features import (
     digits_extractor,
     module_extractor,
 )
-from .extractors import FEATURES, get_extractor
 from .frechet import feature_statistics, frechet_distance, frechet_distance_from_features
 from .inception import FIDInceptionV3, inception_extractor
 from .kid import KIDResult, kernel_distance, mmd2_unbiased

@@ -15,11 +15,11 @@ that the sampler was asked for? (the "classification accuracy score" direction o
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 from dataclasses import dataclass
 
 import torch
+
+from pixdiff.errors import PixdiffError
 
 __all__ = ["ISResult", "AccuracyResult", "inception_score", "class_accuracy"]
 

@@ -8,19 +8,18 @@ weights sha256, seeds, subset sizes), because a FID without its protocol cannot 
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import json
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from pixdiff.data import from_uint8, load_digits
 from pixdiff.datasets import load_image_folder
+from pixdiff.errors import PixdiffError
 
 from .classify import class_accuracy, inception_score
 from .extractors import get_extractor

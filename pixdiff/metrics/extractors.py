@@ -7,8 +7,8 @@ features ← inception ← extractors, with no cycle and no import hidden inside
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

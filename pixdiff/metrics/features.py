@@ -18,17 +18,17 @@ Every extractor records the sha256 of its weights, so a score can name exactly w
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pixdiff.errors import PixdiffError
 
 __all__ = [
     "DigitsNet",

@@ -12,10 +12,10 @@ with it to ~1e-9 on well-conditioned covariances (tests/test_metrics.py).
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import numpy as np
 import torch
+
+from pixdiff.errors import PixdiffError
 
 __all__ = ["feature_statistics", "frechet_distance", "frechet_distance_from_features", "check_fd_samples"]
 

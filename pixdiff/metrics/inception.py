@@ -22,8 +22,6 @@ Weights are never downloaded: the user passes pytorch-fid's ``pt_inception-2015-
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -31,6 +29,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pixdiff.errors import PixdiffError
 
 from .features import FeatureExtractor, sha256_file
 
@@ -239,7 +239,7 @@ def inception_extractor(path: str | Path | None, device: str | torch.device = "c
     # The prefix identifies pytorch-fid's .pth file; a safetensors copy of it hashes differently.
     if path.suffix != ".safetensors" and not sha.startswith(INCEPTION_SHA256_PREFIX):
         warnings.warn(f"{path} has sha256 {sha[:8]}…, not pytorch-fid's {INCEPTION_SHA256_PREFIX}…: "
-                      "scores will not be comparable with published FIDs")
+                      "scores will not be comparable with published FIDs", stacklevel=2)
         note += f"; NOT the official weights (sha256 prefix is not {INCEPTION_SHA256_PREFIX})"
     return FeatureExtractor("inception", net.to(device).eval(), sha, 2048, 1008, channels=(1, 3), sizes=None,
                             prepare=prepare_inception_input, batch_size=batch_size, notes=note)

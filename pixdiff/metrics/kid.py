@@ -12,11 +12,11 @@ Subsets are drawn without replacement within a subset, from an explicit generato
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 from dataclasses import dataclass
 
 import torch
+
+from pixdiff.errors import PixdiffError
 
 __all__ = ["KIDResult", "kernel_distance", "mmd2_unbiased"]
 

@@ -21,11 +21,11 @@ A fresh real image has r near 1 and d₁ near the training set's own spacing; a 
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 from dataclasses import dataclass
 
 import torch
+
+from pixdiff.errors import PixdiffError
 
 __all__ = ["MemorizationResult", "memorization", "MEMORIZED_RATIO"]
 

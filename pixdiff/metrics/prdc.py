@@ -15,11 +15,11 @@ ties). Distances are Euclidean, in float64, in row chunks so memory stays O(chun
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 from dataclasses import dataclass
 
 import torch
+
+from pixdiff.errors import PixdiffError
 
 __all__ = ["PRDCResult", "precision_recall", "knn_radii"]
 

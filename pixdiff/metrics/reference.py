@@ -10,8 +10,6 @@ JSON; written through a temporary file and renamed, so a crash never leaves half
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -19,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from pixdiff.errors import PixdiffError
 
 from .features import FeatureExtractor
 from .frechet import feature_statistics

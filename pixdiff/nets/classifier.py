@@ -9,14 +9,14 @@ which lives in pixdiff.guidance, not here.
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pixdiff.errors import PixdiffError
 
 from .layers import LogSNREmbedding, check_input, check_logsnr, num_attention_heads
 from .unet import _from_dict, build_encoder, validate_adm

@@ -14,11 +14,11 @@ network instance (paper-sized presets are counted without allocating them) and m
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 from typing import Any
 
 from torch import nn
+
+from pixdiff.errors import PixdiffError
 
 from .classifier import ClassifierConfig
 from .unet import UNetConfig

@@ -13,14 +13,14 @@ each block's embedding projection; hoisting it is the same function and saves wo
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pixdiff.errors import PixdiffError
 
 __all__ = [
     "AttentionBlock",

@@ -7,13 +7,13 @@ initial prediction is the parameterisation's default.
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from pixdiff.errors import PixdiffError
 
 from .layers import ClassEmbedding, LogSNREmbedding, zero_init
 

@@ -6,18 +6,19 @@ from the `dataclasses.asdict(net.config)` saved beside a checkpoint.
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import dataclasses
 import types
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
+from pixdiff.errors import PixdiffError
+
 from .classifier import Classifier, ClassifierConfig, classifier_config_from_dict
-from .unet import UNet, UNetConfig, unet_config_from_dict
 from .mlp import MLP, MLPConfig, mlp_config_from_dict
+from .unet import UNet, UNetConfig, unet_config_from_dict
 from .uvit import UViT, UViTConfig, uvit_config_from_dict
 
 __all__ = [

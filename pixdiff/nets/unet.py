@@ -15,8 +15,6 @@ for the IDDPM learned-variance interpolation (Nichol & Dhariwal 2021, §3.1).
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -24,6 +22,8 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pixdiff.errors import PixdiffError
 
 from .layers import (
     AttentionBlock,

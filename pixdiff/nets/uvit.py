@@ -21,14 +21,14 @@ zero-padded convolutions of the ResBlock levels above (as in all SiD2 presets).
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pixdiff.errors import PixdiffError
 
 from .layers import (
     ClassEmbedding,

@@ -42,27 +42,50 @@ by it. The coefficients α, σ, s of every step come from ``pixdiff.process``.
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import inspect
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
+from pixdiff.errors import PixdiffError
 from pixdiff.samplers import grids
+from pixdiff.samplers.ancestral import VARIANCES, ddim, ddim_step, ddpm, ddpm_step, sid2_ddpm, sid2_ddpm_step
+from pixdiff.samplers.common import (
+    CountingDenoiser,
+    check_generators,
+    check_grid,
+    dynamic_threshold,
+    generators,
+    randn,
+    static_threshold,
+)
+from pixdiff.samplers.consistency import consistency, consistency_step
+from pixdiff.samplers.ode import (
+    dpm_solver,
+    dpm_solver_step,
+    dpmpp_2m,
+    dpmpp_2m_step,
+    euler,
+    euler_step,
+    heun,
+    heun_step,
+)
+from pixdiff.samplers.sde import (
+    PROCESSES,
+    edm,
+    edm_step,
+    euler_maruyama,
+    langevin,
+    langevin_step,
+    pc,
+    reverse_diffusion_step,
+)
 from pixdiff.schedules import InterpolatedCosineSchedule, Schedule, VESchedule
 from pixdiff.schedules import get as get_schedule
-from pixdiff.samplers.ancestral import VARIANCES, ddim, ddim_step, ddpm, ddpm_step, sid2_ddpm, sid2_ddpm_step
-from pixdiff.samplers.common import (CountingDenoiser, check_generators, check_grid, dynamic_threshold, generators,
-                                     randn, static_threshold)
-from pixdiff.samplers.consistency import consistency, consistency_step
-from pixdiff.samplers.ode import (dpm_solver, dpm_solver_step, dpmpp_2m, dpmpp_2m_step, euler, euler_step, heun,
-                                  heun_step)
-from pixdiff.samplers.sde import (PROCESSES, edm, edm_step, euler_maruyama, langevin, langevin_step, pc,
-                                  reverse_diffusion_step)
 
 __all__ = [
     "sample", "available", "get", "options", "SamplerSpec", "Sampled", "grids", "sid2_schedule", "CountingDenoiser",

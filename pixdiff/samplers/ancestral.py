@@ -25,15 +25,23 @@ Algorithm 2's ε̂ = ε_θ − σ s ∇ log p_φ.
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import math
 
 import torch
 
 from pixdiff import process
+from pixdiff.errors import PixdiffError
 from pixdiff.guidance import ClassifierGuidance
-from pixdiff.samplers.common import CountingDenoiser, Generators, as_grid, counting, randn_like, start, threshold, to_data
+from pixdiff.samplers.common import (
+    CountingDenoiser,
+    Generators,
+    as_grid,
+    counting,
+    randn_like,
+    start,
+    threshold,
+    to_data,
+)
 
 __all__ = ["ddpm_step", "ddpm", "ddim_step", "ddim", "sid2_ddpm_step", "sid2_ddpm", "VARIANCES"]
 

@@ -9,14 +9,13 @@ one generator per sample; with a list, sample i is the same whether drawn alone 
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from pixdiff import process
+from pixdiff.errors import PixdiffError
 
 __all__ = ["CountingDenoiser", "Generators", "randn", "generators", "static_threshold",
            "dynamic_threshold", "threshold", "sigma_space", "coef", "counting"]

@@ -31,15 +31,14 @@ to call the denoiser at a finite λ, and at −30 α ≈ 3·10⁻⁷ carries no 
 
 from __future__ import annotations
 
-from pixdiff.errors import PixdiffError
-
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from pixdiff import process
 from pixdiff import schedules as _schedules
+from pixdiff.errors import PixdiffError
 from pixdiff.schedules import DiscreteSchedule, Schedule
 
 __all__ = ["LOGSNR_FLOOR", "edm", "uniform_t", "quadratic_t", "uniform_logsnr", "consistency", "make",

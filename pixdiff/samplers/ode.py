@@ -25,7 +25,7 @@ Every solver takes the step into λ = +∞ as x = x̂ (the limit of each first-o
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

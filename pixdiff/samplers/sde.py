@@ -12,7 +12,7 @@ x_σ = z/α_t inside and return z_s = α_s x_σ'.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
