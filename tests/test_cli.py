@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import re
@@ -13,24 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import NET_FLAGS as NET
+from helpers import subparsers
 
-from pixdiff.cli import build_parser, main
+from pixdiff.cli import main
 from pixdiff.cli.flags import config_flags, typed_overrides
 from pixdiff.config import TrainConfig
 from pixdiff.errors import PixdiffError
 
-# A very small U-Net so that a step takes milliseconds.
-NET = ["--net", "channels=8", "--net", "channel_mult=[1,2]", "--net", "num_res_blocks=1",
-       "--net", "attention_resolutions=[8]", "--net", "head_channels=8", "--net", "norm_groups=4"]
-
-
-def _subparsers() -> dict[str, argparse.ArgumentParser]:
-    ap = build_parser()
-    action = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
-
-
-COMMANDS = sorted(_subparsers())
+COMMANDS = sorted(subparsers())
 
 
 def _one_line_error(capsys, command: str) -> str:
@@ -97,7 +87,7 @@ def test_train_help_groups_the_generated_flags_by_section(capsys):
 
 def test_help_that_points_to_pixdiff_info_is_true(capsys):
     pointers = set()
-    for p in _subparsers().values():
+    for p in subparsers().values():
         for a in p._actions:
             pointers.update(re.findall(r"`pixdiff info (--[a-z-]+)`", a.help or ""))
     assert {"--presets", "--samplers"} <= pointers
@@ -137,7 +127,7 @@ def test_every_config_field_is_a_train_flag_of_its_type(capsys):
     fields = {(sec, f.name) for sec, (kls, _) in hints.items() for f in dataclasses.fields(kls)}
     flags = config_flags()
     assert {(c.section, c.field) for c in flags} == fields  # nothing hand-picked, nothing missing
-    train = _subparsers()["train"]
+    train = subparsers()["train"]
     assert main(["train", "--help"]) == 0
     help_text = capsys.readouterr().out
     for c in flags:
@@ -155,7 +145,7 @@ def test_every_config_field_is_a_train_flag_of_its_type(capsys):
 
 
 def test_untyped_flags_leave_nothing_behind():
-    assert typed_overrides(_subparsers()["train"].parse_args([])) == {}
+    assert typed_overrides(subparsers()["train"].parse_args([])) == {}
 
 
 def test_flag_values_are_checked(capsys):

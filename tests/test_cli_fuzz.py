@@ -34,22 +34,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import NET_FLAGS as NET
+from helpers import subparsers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pixdiff.cli import build_parser, main
+from pixdiff.cli import main
 
-NET = ["--net", "channels=8", "--net", "channel_mult=[1,2]", "--net", "num_res_blocks=1",
-       "--net", "attention_resolutions=[8]", "--net", "head_channels=8", "--net", "norm_groups=4"]
-
-
-def _subparsers() -> dict[str, argparse.ArgumentParser]:
-    ap = build_parser()
-    action = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
-
-
-SUBPARSERS = _subparsers()
+SUBPARSERS = subparsers()
 COMMANDS = sorted(SUBPARSERS)
 
 # ------------------------------------------------------------------------------------ the inputs

@@ -4,12 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from helpers import NET_FLAGS as NET
 
 from pixdiff.cli import main
 from pixdiff.config import DataConfig
-
-NET = ["--net", "channels=8", "--net", "channel_mult=[1,2]", "--net", "num_res_blocks=1",
-       "--net", "attention_resolutions=[8]", "--net", "head_channels=8", "--net", "norm_groups=4"]
 
 
 @pytest.fixture

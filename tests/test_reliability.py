@@ -9,15 +9,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import NET
 
 from pixdiff import checkpoint as ckpt_io
 from pixdiff.config import TrainConfig
 from pixdiff.errors import PixdiffError
 from pixdiff.runlock import RunInUse, RunLock
 from pixdiff.train import TrainingStopped, read_log, train
-
-NET = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [8],
-       "head_channels": 8, "norm_groups": 4}
 
 
 def _cfg(images=16, batch=8, lr=1e-3):

@@ -5,15 +5,13 @@ import json
 
 import pytest
 import torch
+from helpers import NET
 
 import pixdiff
 from pixdiff.config import TrainConfig
 from pixdiff.errors import PixdiffError
 from pixdiff.metrics import class_accuracy, compute_reference, feature_statistics, frechet_distance, get_extractor
 from pixdiff.train import train
-
-NET = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [8],
-       "head_channels": 8, "norm_groups": 4}
 
 
 def _cfg(**run):

@@ -11,13 +11,11 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import NET_FLAGS as NET
 
 from pixdiff import checkpoint as ckpt_io
 from pixdiff.cli import main
 
-# A very small U-Net so that each step takes milliseconds on one core.
-NET = ["--net", "channels=8", "--net", "channel_mult=[1,2]", "--net", "num_res_blocks=1",
-       "--net", "attention_resolutions=[8]", "--net", "head_channels=8", "--net", "norm_groups=4"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
 
 

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import NET
 
 import pixdiff
 from pixdiff import checkpoint as ckpt_io
@@ -17,9 +18,6 @@ from pixdiff import nets
 from pixdiff.config import OptimConfig, TrainConfig
 from pixdiff.errors import PixdiffError
 from pixdiff.train import _lr, ema_decay, train
-
-NET = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [8],
-       "head_channels": 8, "norm_groups": 4}
 
 
 def _cfg(images=48, batch=8, **optim):

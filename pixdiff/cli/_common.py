@@ -68,13 +68,7 @@ def check_output_dir(path: Path, flag: str = "--out") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise PixdiffError(f"{flag} {path} is a file; it must be a folder")
-    parent = path.absolute()
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise PixdiffError(f"cannot make {flag} {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PixdiffError(f"cannot write {flag} {path}: no write permission in {parent}")
+    _check_can_create(path.absolute(), path, flag)
     return path
 
 
@@ -86,14 +80,19 @@ def check_output(path: Path, suffixes: tuple[str, ...], flag: str = "--out") -> 
         raise PixdiffError(f"{flag} must end in {' or '.join(suffixes)} (got {path})")
     if path.is_dir():
         raise PixdiffError(f"{flag} {path} is a folder, not a file")
-    parent = path.absolute().parent
-    while not parent.exists():  # the nearest existing ancestor decides whether the folders can be made
-        parent = parent.parent
-    if not parent.is_dir():
-        raise PixdiffError(f"cannot write {flag} {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PixdiffError(f"cannot write {flag} {path}: no write permission in {parent}")
+    _check_can_create(path.absolute().parent, path, flag)
     return path
+
+
+def _check_can_create(folder: Path, path: Path, flag: str) -> None:
+    """Can ``folder`` (and the folders above it that do not exist yet) be made and written? The
+    nearest existing ancestor decides."""
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise PixdiffError(f"cannot write {flag} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PixdiffError(f"cannot write {flag} {path}: no write permission in {folder}")
 
 
 @contextlib.contextmanager
