@@ -512,3 +512,9 @@ def test_eval_resolution_and_channels_flags_win_and_are_stated(tmp_path, capsys)
     np.savez(npz, images=np.zeros((12, 16, 16, 1), np.uint8))
     assert main(["eval", "--images", str(npz), "--resolution", "32", "--metrics", "is"]) == 2
     assert "scored as stored" in _one_line_error(capsys, "eval")
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "eval", "nll", "train-classifier"])
+def test_every_command_that_runs_a_network_takes_device(command):
+    opts = {s for a in subparsers()[command]._actions for s in a.option_strings}
+    assert "--device" in opts
