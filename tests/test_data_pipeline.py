@@ -84,7 +84,7 @@ def _batches(ds, steps, **kw):
         sb.close()
 
 
-def _same(a, b):
+def assert_same_batches(a, b):
     assert len(a) == len(b)
     for (xa, ya), (xb, yb) in zip(a, b):
         assert torch.equal(xa, xb) and (ya is None and yb is None or torch.equal(ya, yb))
@@ -92,7 +92,7 @@ def _same(a, b):
 
 def test_workers_0_and_2_give_identical_batches(tmp_path):
     ds = open_images(_folder(tmp_path / "f"), R, 3, labels="folders")
-    _same(_batches(ds, range(6), workers=0), _batches(ds, range(6), workers=2))
+    assert_same_batches(_batches(ds, range(6), workers=0), _batches(ds, range(6), workers=2))
 
 
 def test_resume_from_step_s_gives_the_same_batches_and_ranks_split_them(tmp_path):
@@ -100,7 +100,7 @@ def test_resume_from_step_s_gives_the_same_batches_and_ranks_split_them(tmp_path
 
     ds = open_images(_folder(tmp_path / "f"), R, 3, labels="folders")
     whole = _batches(ds, range(8), workers=0)
-    _same(whole[5:], _batches(ds, range(5, 8), workers=0))  # a run resumed at step 5
+    assert_same_batches(whole[5:], _batches(ds, range(5, 8), workers=0))  # a run resumed at step 5
     ranks = [_batches(ds, range(8), workers=0, rank=r, world=2) for r in (0, 1)]
     for s in range(8):  # 2 processes take the two halves of the same global batch
         assert torch.equal(torch.cat([ranks[0][s][0], ranks[1][s][0]]), whole[s][0])
