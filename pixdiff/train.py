@@ -58,21 +58,6 @@ def _shard_generator(seed: int, step: int, shard: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 0x9E3779B1 + step * 0x85EBCA77 + shard * 0xC2B2AE3D) % (2**63 - 1))
 
 
-def _global_batch_indices(n: int, seed: int, step: int, batch: int) -> torch.Tensor:
-    """Example indices of global batch ``step``: positions [step·B, (step+1)·B) of the endless
-    concatenation of per-epoch permutations."""
-    start, out = step * batch, []
-    while len(out) < batch:
-        epoch, pos = divmod(start + len(out), n)
-        order = data_mod.epoch_order(n, seed, epoch)
-        out.extend(order[pos : pos + batch - len(out)].tolist())
-    return torch.tensor(out)
-
-
-def _dist_env() -> tuple[int, int]:
-    return distributed.init()
-
-
 class _StopFlag:
     """SIGINT / SIGTERM ask the loop to checkpoint and exit 0 at the end of the current step."""
 
@@ -402,7 +387,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, device) ->
 def _setup(cfg: TrainConfig, out: Path, resume: bool, device, progress: bool):
     """Data, network, optimizer and EMA of a new run, or of the run in ``out`` resumed from its
     newest valid checkpoint; writes config.json."""
-    rank, world = _dist_env()
+    rank, world = distributed.init()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -95,9 +95,14 @@ def test_workers_0_and_2_give_identical_batches(tmp_path):
     assert_same_batches(_batches(ds, range(6), workers=0), _batches(ds, range(6), workers=2))
 
 
-def test_resume_from_step_s_gives_the_same_batches_and_ranks_split_them(tmp_path):
-    from pixdiff.train import _global_batch_indices
+def _spec_indices(n: int, seed: int, step: int, batch: int) -> torch.Tensor:
+    """The definition the trainer follows: batch s is positions [s·B, (s+1)·B) of the endless
+    concatenation of the per-epoch permutations."""
+    epochs = (step + 1) * batch // n + 1
+    return torch.cat([data_mod.epoch_order(n, seed, e) for e in range(epochs)])[step * batch:(step + 1) * batch]
 
+
+def test_resume_from_step_s_gives_the_same_batches_and_ranks_split_them(tmp_path):
     ds = open_images(_folder(tmp_path / "f"), R, 3, labels="folders")
     whole = _batches(ds, range(8), workers=0)
     assert_same_batches(whole[5:], _batches(ds, range(5, 8), workers=0))  # a run resumed at step 5
@@ -105,7 +110,7 @@ def test_resume_from_step_s_gives_the_same_batches_and_ranks_split_them(tmp_path
     for s in range(8):  # 2 processes take the two halves of the same global batch
         assert torch.equal(torch.cat([ranks[0][s][0], ranks[1][s][0]]), whole[s][0])
     for s in range(8):  # the sampler yields exactly the trainer's indices (10 images, batch 4: epochs cross)
-        assert StepBatchSampler(len(ds), 3, 4, start=s, stop=s + 1).indices(s) == _global_batch_indices(10, 3, s, 4).tolist()
+        assert StepBatchSampler(len(ds), 3, 4, start=s, stop=s + 1).indices(s) == _spec_indices(10, 3, s, 4).tolist()
     assert list(StepBatchSampler(10, 3, 4, start=2, stop=4)) == [global_batch_indices(10, 3, s, 4).tolist() for s in (2, 3)]
     # flips and crops did happen; each image's draws depend on (seed, epoch, index) only
     plain = StepBatches(ds, seed=3, batch=4, device="cpu")
@@ -116,12 +121,10 @@ def test_resume_from_step_s_gives_the_same_batches_and_ranks_split_them(tmp_path
 
 
 def test_in_memory_batches_are_the_trainers_gather():
-    from pixdiff.train import _global_batch_indices
-
     ds = data_mod.load_digits(8)
     sb = StepBatches(ds, seed=0, batch=8, device="cpu")
     for s in (0, 1, 200):
-        i = _global_batch_indices(len(ds), 0, s, 8)
+        i = _spec_indices(len(ds), 0, s, 8)
         x, y = sb(s)
         assert torch.equal(x, ds.images[i]) and torch.equal(y, ds.labels[i])
 

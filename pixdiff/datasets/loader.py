@@ -35,7 +35,8 @@ __all__ = ["global_batch_indices", "StepBatchSampler", "augment_params", "augmen
 
 
 def global_batch_indices(n: int, seed: int, step: int, batch: int) -> torch.Tensor:
-    """Example indices of global batch ``step`` (``pixdiff.train._global_batch_indices``)."""
+    """Example indices of global batch ``step``: positions [step·B, (step+1)·B) of the endless
+    concatenation of per-epoch permutations ``pixdiff.data.epoch_order(n, seed, epoch)``."""
     from pixdiff.data import epoch_order
 
     start, out = step * batch, []
