@@ -29,9 +29,20 @@ from pixdiff.config import TrainConfig
 from pixdiff.denoiser import Denoiser
 from pixdiff.errors import PixdiffError
 
-__all__ = ["Pipeline", "load", "load_denoiser", "build_denoiser", "resolve_device"]
+__all__ = ["Pipeline", "load", "load_denoiser", "build_denoiser", "resolve_device", "RUN_KINDS"]
 
 WEIGHTS = ("ema", "raw")
+
+# Runs that are not plain diffusion runs (distilled students, the other generative families) write
+# ``state["kind"]`` into their checkpoints and register a loader here as "module:function". The
+# function takes ``(checkpoint, device, weights)`` and returns an object with Pipeline's
+# ``sample(n, classes, sampler, steps, guidance, seed, batch, ...)``, so ``pixdiff sample`` and
+# ``pixdiff eval`` work on every kind of run unchanged.
+RUN_KINDS: dict[str, str] = {}
+
+# A diffusion run samples with these unless its checkpoint's meta names its own
+# ("sampler", "steps"): a distilled run knows the sampler and step count it was distilled for.
+DEFAULT_SAMPLER, DEFAULT_STEPS = "heun", 18
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -70,11 +81,12 @@ def build_denoiser(cfg: TrainConfig, in_channels: int, num_classes: int, net_con
     return Denoiser(net, cfg.model.parameterization, cfg.loss.sigma_data, learn_sigma=cfg.model.learn_sigma)
 
 
-def load_denoiser(path: str | Path, weights: str = "ema", device: str | torch.device | None = "cpu"):
+def load_denoiser(path: str | Path, weights: str = "ema", device: str | torch.device | None = "cpu",
+                  checkpoint: ckpt_io.Checkpoint | None = None):
     """``(denoiser, checkpoint)`` from a run folder or a checkpoint folder; ``weights`` = ema | raw."""
     if weights not in WEIGHTS:
         raise PixdiffError(f"weights must be 'ema' or 'raw' (got {weights!r})")
-    ck = ckpt_io.load(path)
+    ck = checkpoint if checkpoint is not None else ckpt_io.load(path)
     if ck.state.get("kind") == "classifier":
         raise PixdiffError(f"{ck.path} is a noisy classifier (pixdiff train-classifier), not a diffusion run")
     cfg = TrainConfig.from_dict(ck.state["config"])
@@ -122,6 +134,11 @@ class Pipeline:
         return self.meta.get("class_names")
 
     @property
+    def default_sampler(self) -> tuple[str, int | None]:
+        """``(sampler, steps)`` this run samples with when none is named (heun, 18 for a diffusion run)."""
+        return self.meta.get("sampler", DEFAULT_SAMPLER), self.meta.get("steps", DEFAULT_STEPS)
+
+    @property
     def data_shape(self) -> tuple[int, ...]:
         c = self.config.data
         return tuple(self.meta.get("data_shape") or (c.channels, c.resolution, c.resolution))
@@ -154,14 +171,16 @@ class Pipeline:
         return self.denoiser, self.num_classes
 
     @torch.no_grad()
-    def sample(self, n: int, classes: Sequence[int] | None = None, sampler: str = "heun", steps: int | None = 18,
+    def sample(self, n: int, classes: Sequence[int] | None = None, sampler: str | None = None, steps: int | None = None,
                guidance: float = 0.0, seed: int = 0, batch: int | None = None, *, guidance_interval=None,
                classifier=None, guide_ckpt=None, progress: bool = False, distributed: bool | None = None,
                **options):
         """Draw ``n`` images: ``(images uint8 [n, H, W, C], labels int64 [n] or None)``.
 
-        ``classes`` are cycled through (default: every class); ``steps=None`` is the sampler's
-        default; ``batch`` images go through the network at once (default 256). 2-D toy runs
+        ``classes`` are cycled through (default: every class); ``sampler=None`` is the run's own
+        (``default_sampler``: heun with 18 steps for a diffusion run, the method's own for a
+        distilled one) and ``steps=None`` then its step count; with a named sampler,
+        ``steps=None`` is that sampler's default; ``batch`` images go through the network at once (default 256). 2-D toy runs
         return float points [n, 2] instead of images. ``options`` go to ``pixdiff.sample``
         (the sampler's own options, e.g. ``eta`` for ddim).
 
@@ -177,6 +196,9 @@ class Pipeline:
         batch = 256 if batch is None else batch
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise PixdiffError(f"batch must be a positive integer (got {batch!r})")
+        if sampler is None:
+            sampler, run_steps = self.default_sampler
+            steps = run_steps if steps is None else steps
         samplers.get(sampler)  # a bad name fails before any work
         model, label_classes = self.guided(guidance, guidance_interval, classifier, guide_ckpt)
         labels = _labels_for(n, classes, label_classes)
@@ -213,5 +235,14 @@ def load(run_or_checkpoint: str | Path, device: str | torch.device | None = None
 
     ``device=None`` picks the GPU when there is one; ``weights`` is ``ema`` (default) or ``raw``."""
     dev = resolve_device(device)
-    den, ck = load_denoiser(run_or_checkpoint, weights, dev)
+    if weights not in WEIGHTS:
+        raise PixdiffError(f"weights must be 'ema' or 'raw' (got {weights!r})")
+    ck = ckpt_io.load(run_or_checkpoint)
+    kind = ck.state.get("kind", "diffusion")
+    if kind in RUN_KINDS:
+        import importlib
+
+        module, fn = RUN_KINDS[kind].split(":")
+        return getattr(importlib.import_module(module), fn)(ck, dev, weights)
+    den, ck = load_denoiser(run_or_checkpoint, weights, dev, checkpoint=ck)
     return Pipeline(den, TrainConfig.from_dict(ck.state["config"]), ck.path, weights, dev, dict(ck.state["meta"]))

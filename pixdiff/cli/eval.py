@@ -72,8 +72,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_device(p, "the feature network (and sampling with --ckpt)")
     g = p.add_argument_group("sampling (with --ckpt)")
     g.add_argument("--n", type=int, default=1000, help="number of samples (default 1000)")
-    g.add_argument("--sampler", default="heun", help="sampler name (default heun; see `pixdiff info --samplers`)")
-    g.add_argument("--steps", type=int, default=None, help="sampling steps (default: the sampler's)")
+    g.add_argument("--sampler", default=None,
+                   help="sampler name (default: the run's own, heun with 18 steps for a diffusion run; see "
+                        "`pixdiff info --samplers`)")
+    g.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (default: the run's with its own sampler, else the named sampler's)")
     g.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight (default 0: none)")
     p.set_defaults(func=run)
     return p

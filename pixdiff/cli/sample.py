@@ -32,8 +32,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--n", "--num-images", dest="n", type=int, default=100,
                    help="number of images (default 100); under torchrun write --num-images, since torchrun's own "
                         "parser reads --n as an abbreviation of its --nnodes / --nproc-per-node")
-    p.add_argument("--sampler", default="heun", help="sampler name (see `pixdiff info --samplers`; default heun)")
-    p.add_argument("--steps", type=int, default=18, help="sampler steps (default 18)")
+    p.add_argument("--sampler", default=None,
+                   help="sampler name (see `pixdiff info --samplers`; default: the run's own, heun for a diffusion "
+                        "run, the method's sampler for a distilled one)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps (default: the run's own with its sampler, 18 for a diffusion run; else the "
+                        "named sampler's default)")
     p.add_argument("--guidance", type=float, default=0.0,
                    help="guidance weight w: classifier-free ε̃ = (1+w)ε_c − wε_u by default; the classifier scale "
                         "with --classifier; D + w(D − D_weak) with --guide-ckpt (default 0: unguided)")
@@ -85,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         raise PixdiffError("--guidance-interval applies to classifier-free guidance, not to --classifier / --guide-ckpt")
     from pixdiff import samplers
 
-    samplers.get(args.sampler)  # an unknown name fails now, with the list of names
+    if args.sampler is not None:
+        samplers.get(args.sampler)  # an unknown name fails now, with the list of names
     from pixdiff.generate import load
 
     weights = "raw" if args.raw else "ema"
@@ -95,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
                                progress=True)
     if imgs is None:  # a torchrun process other than rank 0: rank 0 gathered the images and writes them
         return 0
-    note(f"sampled {args.n} images with the {weights} weights, sampler {args.sampler}, {args.steps} steps")
+    how = f"sampler {args.sampler}" if args.sampler else "the run's sampler"
+    note(f"sampled {args.n} images with the {weights} weights, {how}"
+         + (f", {args.steps} steps" if args.steps else ""))
     with writing(out):
         _write(out, imgs, labels, args.n)
     print(json.dumps({"wrote": str(out), "n": args.n, "weights": weights}))
