@@ -13,6 +13,8 @@ See README.md and docs/ for a tour. The modules (one concept each):
 - ``pixdiff.metrics``    Fréchet distance, KID, precision/recall, IS, accuracy, memorisation
 - ``pixdiff.train``      the training loop; ``pixdiff.checkpoint`` safetensors + JSON checkpoints
 - ``pixdiff.generate``   ``pixdiff.load(run).sample(n)``: a trained run, ready to sample
+- ``pixdiff.adapters``   diffusers UNets and k-diffusion / EDM denoisers in pixdiff's interface, and back
+- ``pixdiff.export``     a run as one safetensors weights file, its chain as a diffusers scheduler config
 - ``pixdiff.errors``     ``PixdiffError``, the one exception for user mistakes
 """
 

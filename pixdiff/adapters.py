@@ -29,7 +29,8 @@ import torch
 from pixdiff import process
 from pixdiff.errors import PixdiffError
 
-__all__ = ["from_diffusers", "from_sigma_denoiser", "to_sigma_denoiser", "diffusers_logsnr", "diffusers_timestep"]
+__all__ = ["from_diffusers", "from_sigma_denoiser", "to_sigma_denoiser", "to_diffusers_model", "diffusers_logsnr",
+           "diffusers_timestep", "load_diffusers"]
 
 # diffusers' prediction_type → pixdiff's prediction kind (v = α ε − σ x in both: Salimans & Ho 2022;
 # diffusers' ``get_velocity`` is sqrt(ᾱ) ε − sqrt(1 − ᾱ) x).
@@ -77,7 +78,7 @@ def diffusers_timestep(table: torch.Tensor, logsnr: torch.Tensor) -> torch.Tenso
     return (n - 1) - (lo.to(torch.float64) + w)
 
 
-def from_diffusers(unet, scheduler, clip_sample: bool = False) -> Callable[..., torch.Tensor]:
+def from_diffusers(unet, scheduler, clip_sample: bool = False, null_label: int | None = None) -> Callable[..., torch.Tensor]:
     """A pixdiff denoiser ``D(z, logsnr, cond=None) -> x̂`` for a diffusers ``UNet2DModel`` trained
     with a DDPM-family scheduler (Ho et al. 2020's discrete chain; diffusers' convention above).
 
@@ -94,6 +95,9 @@ def from_diffusers(unet, scheduler, clip_sample: bool = False) -> Callable[..., 
     outputs 2C channels; x̂ uses the first C (the mean prediction) and the variance half is dropped.
     A UNet with a learned timestep embedding (``time_embedding_type='learned'``) takes the nearest
     integer timestep. ``clip_sample`` clamps x̂ to [−1, 1] (diffusers' option of that name).
+    ``null_label``: for a class-conditional UNet trained with label dropout (Ho & Salimans 2022,
+    Alg. 1) into an extra class embedding, that label; ``cond=None`` then means it, and
+    classifier-free guidance works (diffusers' UNet2DModel has no null class of its own).
 
     Not supported (PixdiffError): schedulers without ``alphas_cumprod`` (score-SDE VE, flow
     matching), ``timestep_type='continuous'`` schedulers, other prediction types, Fourier-embedded
@@ -117,6 +121,12 @@ def from_diffusers(unet, scheduler, clip_sample: bool = False) -> Callable[..., 
                            "UNets (positional or learned timestep embedding)")
     learned_var = scfg.get("variance_type") in _LEARNED_VARIANCE
     conditional = ucfg.get("num_class_embeds") is not None or ucfg.get("class_embed_type") is not None
+    if null_label is not None:
+        n_emb = ucfg.get("num_class_embeds")
+        if not conditional or isinstance(null_label, bool) or not isinstance(null_label, int) \
+                or not (n_emb is None or 0 <= null_label < n_emb):
+            raise PixdiffError(f"null_label={null_label!r} needs a class-conditional UNet with that class "
+                               f"embedding (num_class_embeds={n_emb})")
     dtype = getattr(unet, "dtype", None)
 
     def denoise(z: torch.Tensor, logsnr, cond=None) -> torch.Tensor:
@@ -129,7 +139,10 @@ def from_diffusers(unet, scheduler, clip_sample: bool = False) -> Callable[..., 
         if cond is not None and not conditional:
             raise PixdiffError("this UNet has no class embedding; pass cond=None")
         if cond is None and conditional:
-            raise PixdiffError("this UNet is class-conditional (num_class_embeds); pass cond = class labels")
+            if null_label is None:
+                raise PixdiffError("this UNet is class-conditional (num_class_embeds); pass cond = class labels "
+                                   "(or give null_label if it was trained with one)")
+            cond = torch.full((z.shape[0],), null_label, dtype=torch.long)
         t = diffusers_timestep(table, lam)
         if emb == "learned":
             t = t.round().long()
@@ -147,6 +160,7 @@ def from_diffusers(unet, scheduler, clip_sample: bool = False) -> Callable[..., 
         return x_hat.clamp(-1.0, 1.0) if clip_sample else x_hat
 
     denoise.logsnr_table = table  # type: ignore[attr-defined]
+    denoise.null_label = null_label  # type: ignore[attr-defined]
     return denoise
 
 
@@ -200,3 +214,93 @@ def to_sigma_denoiser(denoiser) -> Callable[..., torch.Tensor]:
         return denoiser(z, lam, class_labels)
 
     return f
+
+
+def to_diffusers_model(denoiser, scheduler, prediction_type: str | None = None) -> Callable[..., torch.Tensor]:
+    """A diffusers-style model ``model(x_t, t, class_labels=None) -> output`` from a pixdiff denoiser,
+    so that a diffusers scheduler loop (``out = model(x, t); x = scheduler.step(out, t, x)``) can
+    drive a pixdiff network: timestep t (integer or fractional) is the scheduler's λ_t
+    (``diffusers_logsnr``, linear in t between entries), and x̂ = D(x_t, λ_t) is returned as the
+    scheduler's ``prediction_type`` (ε = (z − α x̂)/σ, v = α ε − σ x̂, or x̂ itself; Salimans & Ho
+    2022, §4 for v). ``prediction_type`` defaults to the scheduler's own."""
+    if not callable(denoiser):
+        raise PixdiffError(f"denoiser must be callable as denoiser(z, logsnr, cond) (got {type(denoiser).__name__})")
+    table = diffusers_logsnr(scheduler)
+    kind = prediction_type or _config(scheduler).get("prediction_type", "epsilon")
+    if kind not in _PREDICTIONS:
+        raise PixdiffError(f"prediction_type {kind!r} is not supported; to_diffusers_model gives {', '.join(_PREDICTIONS)}")
+
+    def model(x_t: torch.Tensor, t, class_labels=None) -> torch.Tensor:
+        tt = torch.as_tensor(t, dtype=torch.float64).flatten().cpu()
+        tt = tt.expand(x_t.shape[0]) if tt.numel() == 1 else tt
+        lo = tt.floor().clamp(0, table.numel() - 1).long()
+        hi = (lo + 1).clamp(max=table.numel() - 1)
+        w = tt - lo.to(torch.float64)
+        lam = table[lo] + w * (table[hi] - table[lo])
+        x_hat = denoiser(x_t, lam.to(x_t.device), class_labels)
+        if kind == "sample":
+            return x_hat
+        a, s = process.alpha_sigma(lam.to(x_t.device))
+        shape = (-1,) + (1,) * (x_t.dim() - 1)
+        a, s = a.reshape(shape).to(x_t.dtype), s.reshape(shape).to(x_t.dtype)
+        eps = (x_t - a * x_hat) / s
+        return eps if kind == "epsilon" else a * eps - s * x_hat
+
+    return model
+
+
+def load_diffusers(path, device=None, null_label: int | None = None, clip_sample: bool = False):
+    """A ``pixdiff.generate.Pipeline`` for a diffusers model saved on disk (nothing is downloaded):
+    a pipeline folder (``model_index.json`` with ``unet/`` and ``scheduler/``), or a folder with
+    ``unet/`` and ``scheduler/`` written by their ``save_pretrained``, or a UNet folder
+    (``config.json``) with its ``scheduler_config.json`` beside it. The UNet must be a
+    ``UNet2DModel`` and the scheduler a DDPM-family one (see ``from_diffusers``); every pixdiff
+    sampler and guidance option then applies (``pipe.sample(...)``)."""
+    from pathlib import Path
+
+    from pixdiff.config import TrainConfig
+    from pixdiff.generate import Pipeline, resolve_device
+
+    try:
+        import diffusers
+    except ImportError:
+        raise PixdiffError("reading a diffusers model needs diffusers: pip install 'pixdiff[diffusers]'") from None
+    root = Path(path)
+    if not root.is_dir():
+        raise PixdiffError(f"{root} is not a folder (a diffusers save_pretrained folder is expected)")
+    if (root / "unet" / "config.json").is_file():
+        unet_dir = root / "unet"
+    elif (root / "config.json").is_file():
+        unet_dir = root
+    else:
+        raise PixdiffError(f"{root} has no unet/config.json (nor config.json): not a diffusers model folder")
+    sched_dir = next((d for d in (root / "scheduler", unet_dir / "scheduler", root)
+                      if (d / "scheduler_config.json").is_file()), None)
+    if sched_dir is None:
+        raise PixdiffError(f"{root} has no scheduler/scheduler_config.json: pixdiff needs the noise schedule the "
+                           "UNet was trained with")
+    import json
+
+    ucfg = json.loads((unet_dir / "config.json").read_text())
+    if ucfg.get("_class_name", "UNet2DModel") != "UNet2DModel":
+        raise PixdiffError(f"{unet_dir} holds a {ucfg.get('_class_name')}; pixdiff reads UNet2DModel only")
+    scfg = json.loads((sched_dir / "scheduler_config.json").read_text())
+    sched_cls = getattr(diffusers, scfg.get("_class_name", "DDPMScheduler"), None)
+    if sched_cls is None or not hasattr(sched_cls, "from_pretrained"):
+        raise PixdiffError(f"unknown scheduler class {scfg.get('_class_name')!r} in {sched_dir}")
+    dev = resolve_device(device)
+    unet = diffusers.UNet2DModel.from_pretrained(str(unet_dir)).eval().to(dev)
+    scheduler = sched_cls.from_pretrained(str(sched_dir))
+    den = from_diffusers(unet, scheduler, clip_sample=clip_sample, null_label=null_label)
+    n_emb = unet.config.get("num_class_embeds") or 0
+    num_classes = 0 if not n_emb else (null_label if null_label is not None else n_emb)
+    size = unet.config.get("sample_size")
+    size = size if isinstance(size, int) else size[0]
+    shape = (unet.config["in_channels"], size, size)
+    cfg = TrainConfig()
+    cfg.data.channels, cfg.data.resolution = shape[0], size
+    meta = {"num_classes": num_classes, "data_shape": list(shape), "source": "diffusers", "path": str(root)}
+    if n_emb and null_label is None:
+        meta["no_guidance"] = ("classifier-free guidance needs the unconditional model: give the class embedding "
+                               "this UNet was trained to use for 'no class' (--null-class K / null_label=K)")
+    return Pipeline(den, cfg, root, "diffusers", dev, meta)

@@ -81,12 +81,23 @@ def build_denoiser(cfg: TrainConfig, in_channels: int, num_classes: int, net_con
     return Denoiser(net, cfg.model.parameterization, cfg.loss.sigma_data, learn_sigma=cfg.model.learn_sigma)
 
 
+def read_checkpoint(path: str | Path) -> ckpt_io.Checkpoint:
+    """A run folder's newest valid checkpoint, one checkpoint folder, or a weights file written by
+    ``pixdiff export --format safetensors-ema`` (``pixdiff.export``)."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".safetensors":
+        from pixdiff.export import read_weights_file
+
+        return read_weights_file(p)
+    return ckpt_io.load(p)
+
+
 def load_denoiser(path: str | Path, weights: str = "ema", device: str | torch.device | None = "cpu",
                   checkpoint: ckpt_io.Checkpoint | None = None):
     """``(denoiser, checkpoint)`` from a run folder or a checkpoint folder; ``weights`` = ema | raw."""
     if weights not in WEIGHTS:
         raise PixdiffError(f"weights must be 'ema' or 'raw' (got {weights!r})")
-    ck = checkpoint if checkpoint is not None else ckpt_io.load(path)
+    ck = checkpoint if checkpoint is not None else read_checkpoint(path)
     if ck.state.get("kind") == "classifier":
         raise PixdiffError(f"{ck.path} is a noisy classifier (pixdiff train-classifier), not a diffusion run")
     cfg = TrainConfig.from_dict(ck.state["config"])
@@ -164,6 +175,8 @@ class Pipeline:
         if guide_ckpt is not None:
             weak, _ = load_denoiser(guide_ckpt, self.weights, self.device)
             return guidance_mod.autoguidance(self.denoiser, weak, w, convention="cfg"), self.num_classes
+        if w and self.meta.get("no_guidance"):  # a model that says why it cannot be guided
+            raise PixdiffError(self.meta["no_guidance"])
         if w and not (conditional and self.num_classes):
             raise PixdiffError("guidance needs a class-conditional model (or a classifier / a guide checkpoint)")
         if w:
@@ -231,13 +244,18 @@ class Pipeline:
 
 
 def load(run_or_checkpoint: str | Path, device: str | torch.device | None = None, weights: str = "ema") -> Pipeline:
-    """A trained run (its newest valid checkpoint) or one checkpoint folder, ready to sample.
+    """A trained run (its newest valid checkpoint), one checkpoint folder, or an exported weights
+    file (``.safetensors``, ``pixdiff export``), ready to sample.
 
     ``device=None`` picks the GPU when there is one; ``weights`` is ``ema`` (default) or ``raw``."""
     dev = resolve_device(device)
     if weights not in WEIGHTS:
         raise PixdiffError(f"weights must be 'ema' or 'raw' (got {weights!r})")
-    ck = ckpt_io.load(run_or_checkpoint)
+    ck = read_checkpoint(run_or_checkpoint)
+    if "weights" in ck.state:  # an exported weights file holds one set: the one it was written with
+        if weights == "raw" and ck.state["weights"] != "raw":
+            raise PixdiffError(f"{ck.path} holds the {ck.state['weights']} weights only")
+        weights = ck.state["weights"]
     kind = ck.state.get("kind", "diffusion")
     if kind in RUN_KINDS:
         import importlib

@@ -48,7 +48,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", type=Path, metavar="FILE.npz|DIR",
                      help="samples: an npz with images uint8 [N,H,W,C] (+ optional labels), or a folder of images")
-    src.add_argument("--ckpt", type=Path, metavar="DIR", help="a training run / checkpoint folder to sample from, then score")
+    src.add_argument("--ckpt", type=Path, metavar="DIR",
+                     help="a training run / checkpoint folder / exported weights file to sample from, then score")
+    src.add_argument("--diffusers", type=Path, metavar="DIR",
+                     help="a diffusers model folder (unet/ + scheduler/) to sample from with pixdiff's samplers, "
+                          "then score")
     p.add_argument("--ref", default="digits", metavar="digits|FILE.npz|DIR|STATS.safetensors",
                    help="reference: the embedded digits (split --ref-split), real images, or cached statistics "
                         "(default: digits)")
@@ -78,6 +82,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, default=None,
                    help="sampling steps (default: the run's with its own sampler, else the named sampler's)")
     g.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight (default 0: none)")
+    g.add_argument("--null-class", type=int, default=None, metavar="K",
+                   help="with --diffusers: the UNet's 'no class' embedding (for guidance)")
     p.set_defaults(func=run)
     return p
 
@@ -124,13 +130,14 @@ def run(args: argparse.Namespace) -> int:
         check_output(Path(args.ref_cache), (), "--ref-cache")
     dev = device(args)
     conversion = None
-    if args.ckpt is not None:
-        from pixdiff.generate import load
+    if args.ckpt is not None or args.diffusers is not None:
+        from pixdiff.cli.sample import open_model
 
         at_least(args.n, 1, "--n")
-        images, labels = load(args.ckpt, device=dev).sample(args.n, None, args.sampler, args.steps, args.guidance,
-                                                            args.seed, progress=True)
-        source = {"ckpt": str(args.ckpt), "n": args.n, "sampler": args.sampler, "steps": args.steps,
+        images, labels = open_model(args).sample(args.n, None, args.sampler, args.steps, args.guidance, args.seed,
+                                                 progress=True)
+        origin = {"ckpt": str(args.ckpt)} if args.ckpt is not None else {"diffusers": str(args.diffusers)}
+        source = {**origin, "n": args.n, "sampler": args.sampler, "steps": args.steps,
                   "guidance": args.guidance, "sampling_seed": args.seed}
     else:
         images, labels, conversion = read_samples(args.images, args.ref, args.resolution, args.channels)

@@ -10,7 +10,7 @@ from pixdiff.cli._common import add_device, at_least, check_output, device, note
 from pixdiff.cli._common import seed as seed_type
 from pixdiff.errors import PixdiffError
 
-__all__ = ["add_parser", "run", "parse_classes", "parse_interval"]
+__all__ = ["add_parser", "run", "parse_classes", "parse_interval", "open_model"]
 
 DESCRIPTION = """\
 Draw images from a trained checkpoint (the same code as pixdiff.load(run).sample(n) in Python).
@@ -26,7 +26,16 @@ SUFFIXES = (".png", ".npz")
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw images from a trained checkpoint", description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, type=Path, help="run folder (newest valid checkpoint) or checkpoint folder")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt", type=Path,
+                     help="run folder (newest valid checkpoint), checkpoint folder, or exported weights file "
+                          "(pixdiff export, .safetensors)")
+    src.add_argument("--diffusers", type=Path, metavar="DIR",
+                     help="a diffusers model folder instead: a pipeline or save_pretrained folder with unet/ "
+                          "(UNet2DModel) and scheduler/ (DDPM family); read locally, nothing is downloaded")
+    p.add_argument("--null-class", type=int, default=None, metavar="K",
+                   help="with --diffusers: the class embedding K that a conditional UNet was trained to use for "
+                        "'no class' (label dropout); needed for classifier-free guidance")
     p.add_argument("--out", type=Path, required=True,
                    help="FILE.png (a grid) or FILE.npz (images uint8 N×H×W×C + labels; 2-D runs: samples N×2)")
     p.add_argument("--n", "--num-images", dest="n", type=int, default=100,
@@ -91,10 +100,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sampler is not None:
         samplers.get(args.sampler)  # an unknown name fails now, with the list of names
-    from pixdiff.generate import load
-
     weights = "raw" if args.raw else "ema"
-    pipe = load(args.ckpt, device=device(args), weights=weights)
+    pipe = open_model(args, weights)
+    weights = getattr(pipe, "weights", weights)
     imgs, labels = pipe.sample(args.n, classes, args.sampler, args.steps, args.guidance, args.seed, args.batch,
                                guidance_interval=interval, classifier=args.classifier, guide_ckpt=args.guide_ckpt,
                                progress=True)
@@ -107,6 +115,21 @@ def run(args: argparse.Namespace) -> int:
         _write(out, imgs, labels, args.n)
     print(json.dumps({"wrote": str(out), "n": args.n, "weights": weights}))
     return 0
+
+
+def open_model(args: argparse.Namespace, weights: str = "ema"):
+    """The Pipeline that --ckpt or --diffusers names (shared by `pixdiff sample` and `pixdiff eval`)."""
+    if getattr(args, "diffusers", None) is not None:
+        if weights == "raw":
+            raise PixdiffError("--raw applies to pixdiff runs (raw vs EMA weights), not to --diffusers")
+        from pixdiff.adapters import load_diffusers
+
+        return load_diffusers(args.diffusers, device=device(args), null_label=args.null_class)
+    if getattr(args, "null_class", None) is not None:
+        raise PixdiffError("--null-class applies to --diffusers models (pixdiff runs know their null label)")
+    from pixdiff.generate import load
+
+    return load(args.ckpt, device=device(args), weights=weights)
 
 
 def _write(out: Path, imgs, labels, n: int) -> None:
