@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# k-diffusion: a test-only peer whose sampling.py the sampler tests read (no dependencies needed)
+	$(BIN)/pip install --quiet --no-deps "k-diffusion==0.1.1.post1"
 	touch $(STAMP)
 
 install: $(STAMP)

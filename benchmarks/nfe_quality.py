@@ -99,11 +99,25 @@ PIXDIFF = {
     # to where this toy's x̂ changes), to show how much of the few-step error is the grid's.
     "dpmpp_2m-uniform_logsnr": ("dpmpp_2m", {"grid": "uniform_logsnr", "schedule": schedules.CosineSchedule(-10.0, 8.0)},
                                 {"grid": "uniform_logsnr", "schedule": schedules.CosineSchedule(-10.0, 8.0)}, "1"),
+    # issue 15: k-diffusion / diffusers solvers at their defaults
+    "lms": ("lms", {}, {}, "1"),
+    "dpm2_ancestral": ("dpm2_ancestral", {}, {}, "2"),
+    "dpmpp_2s_ancestral": ("dpmpp_2s_ancestral", {}, {}, "2"),
+    "dpmpp_sde": ("dpmpp_sde", {}, {}, "2"),
+    "dpmpp_2m_sde": ("dpmpp_2m_sde", {}, {}, "1"),
+    "dpmpp_3m_sde": ("dpmpp_3m_sde", {}, {}, "1"),
+    "unipc": ("unipc", {}, {}, "1"),
+    "deis": ("deis", {}, {}, "1"),
+    # Not defaults: UniPC on a grid fitted to this mixture (``samplers.fitgrid.fit_grid``, fitted on 512
+    # starting noises of seed 12345, scored on seeds 0–3; fitted up to 20 steps, longer grids are the
+    # 20-step fit interpolated log-linearly), toy only.
+    "unipc-fitted": ("unipc", {"grid": "fitted"}, None, "1"),
     "euler_maruyama": ("euler_maruyama", {}, {}, "1"),
     "pc": ("pc", {}, {}, "2"),
     "langevin": ("langevin", {}, {}, "langevin"),
 }
-STOCHASTIC = {"ddpm", "sid2_ddpm", "edm", "euler_maruyama", "pc", "langevin",
+STOCHASTIC = {"ddpm", "sid2_ddpm", "edm", "euler_maruyama", "pc", "langevin", "dpm2_ancestral", "dpmpp_2s_ancestral",
+              "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde",
               "DDPMScheduler", "EulerAncestralDiscreteScheduler"}
 # The consistency sampler is left out: it calls a consistency function f (an ODE map), not a denoiser;
 # driven by E[x|z] it returns the posterior mean, not samples.
@@ -195,8 +209,38 @@ def run_diffusers(make, denoiser, shape, steps: int, seed: int, cond=None, batch
     return torch.cat(outs), nfe
 
 
+FIT_MAX_STEPS = 20
+_FITTED: dict = {}
+
+
+def fitted_grid(denoiser, sampler: str, steps: int, opts: dict) -> torch.Tensor:
+    """A grid fitted to ``denoiser`` for ``sampler`` (``samplers.fitgrid.fit_grid``) on 512 starting
+    noises of seed 12345, which the scores never use; above FIT_MAX_STEPS the FIT_MAX_STEPS fit
+    interpolated log-linearly (``fitgrid.interpolate_grid``). Cached per (sampler, steps)."""
+    from pixdiff.samplers.fitgrid import fit_grid, interpolate_grid, reference_map
+
+    key = (sampler, steps)
+    if key not in _FITTED:
+        if steps > FIT_MAX_STEPS:
+            _FITTED[key] = interpolate_grid(fitted_grid(denoiser, sampler, FIT_MAX_STEPS, opts), steps)
+        else:
+            if "ref" not in _FITTED:
+                noise = torch.randn(512, 2, generator=torch.Generator().manual_seed(12345), dtype=F64)
+                _FITTED["ref"] = (noise, reference_map(denoiser, noise))
+            noise, ref = _FITTED["ref"]
+            t0 = time.perf_counter()
+            _FITTED[key] = fit_grid(denoiser, sampler, max(2, steps), noise, reference=ref, **opts)
+            print(f"    fitted {sampler} grid, {steps} steps: {time.perf_counter() - t0:.0f} s; sigmas "
+                  + " ".join(f"{v:.3g}" for v in S.grids.sigmas(_FITTED[key]).tolist()))
+    return _FITTED[key]
+
+
 @torch.no_grad()
 def run_pixdiff(sampler, opts, denoiser, shape, steps, seed, cond=None, batch: int | None = None):
+    if opts.get("grid") == "fitted":
+        opts = {k: v for k, v in opts.items() if k != "grid"}
+        opts["grid"] = fitted_grid(denoiser, sampler, steps, opts)
+        steps = None
     n = shape[0]
     batch = batch or n
     g = torch.Generator().manual_seed(seed)
@@ -215,6 +259,8 @@ def run_pixdiff(sampler, opts, denoiser, shape, steps, seed, cond=None, batch: i
 
 def sweep(denoiser, shape, score, nfes, names, peers, image_mode: bool, seeds, cond=None, batch=None, log=print):
     """rows: {name: {target_nfe: (actual_nfe, mean score over seeds)}}; each seed is one replica."""
+    if image_mode:  # rows without image options (the toy-only fitted grid) are left out
+        names = [name for name in names if PIXDIFF[name][2] is not None]
     jobs = [(name, "pixdiff") for name in names] + [(name, "diffusers") for name in peers]
     rows = {}
     for name, lib in jobs:
@@ -290,12 +336,12 @@ def plot(rows, floor, path, ylabel, title):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 5.5))
-    cmap = plt.get_cmap("tab20")
+    colours = [*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors]  # 40 distinct: one per row
     for i, (name, r) in enumerate(rows.items()):
         xs = [r[n][0] for n in r if math.isfinite(r[n][1])]
         ys = [r[n][1] for n in r if math.isfinite(r[n][1])]
         peer = name.endswith("Scheduler")
-        ax.plot(xs, ys, ("--" if peer else "-") + ("x" if name in STOCHASTIC else "o"), ms=4, color=cmap(i % 20),
+        ax.plot(xs, ys, ("--" if peer else "-") + ("x" if name in STOCHASTIC else "o"), ms=4, color=colours[i % len(colours)],
                 label=("diffusers " + name.replace("Scheduler", "") if peer else name), lw=1.2)
     ax.axhline(floor, color="k", ls=":", lw=1, label="noise floor")
     ax.set_xscale("log")
@@ -422,10 +468,14 @@ def main():
                    f"Every sampler at its default grid and schedule; steps chosen per column so NFE (read from "
                    f"`return_nfe`) is the largest not above the column's; the same seeds for every sampler. "
                    f"diffusers' schedulers (linear β, T = 1000, their default spacing, clip_sample off) drive the "
-                   f"same denoiser as an ε-model. `edm` is EDM's stochastic sampler at S_churn = 40, `euler_maruyama` "
+                   f"same denoiser as an ε-model. `edm` is EDM's stochastic sampler at its default churn (γ = 40/256 per step), `euler_maruyama` "
                    f"the VP reverse SDE, `pc` the VE predictor–corrector with one Langevin corrector, `langevin` "
                    f"≤ 10 noise levels × (NFE − 1)/levels steps; `dpmpp_2m-uniform_logsnr` is not a default (λ-uniform "
-                   f"grid over [−10, 8]). Consistency sampling is not in the sweep: it calls a "
+                   f"grid over [−10, 8]); `unipc-fitted` is UniPC (defaults) on a grid fitted to this mixture "
+                   f"(`samplers.fitgrid.fit_grid`: pathwise error to the exact flow map on 512 starting noises "
+                   f"of seed 12345, not the scored seeds; fitted up to {FIT_MAX_STEPS} steps, longer grids "
+                   f"interpolate the {FIT_MAX_STEPS}-step fit log-linearly), so it shows what a schedule "
+                   f"optimised for the model buys, not a default. Consistency sampling is not in the sweep: it calls a "
                    f"consistency function, not a denoiser.\n\n"
                    f"![{metric} vs NFE]({rel})\n\n{tab}\n\n"
                    f"Target (best pixdiff sampler at 10 NFE within 10 % of its 250-NFE quality, measured as "

@@ -41,3 +41,17 @@ def test_samplers_evidence_smoke(tmp_path):
         rows = [r for r in text.splitlines() if r.startswith("| ") and not r.startswith("| -") and "FD" not in r]
         assert rows and all(re.search(r"\d", r) for r in rows)
     assert all(f"({n}.md)" in pages["README"] for n in ("ddim_vs_ddpm", "heun_vs_euler", "guidance_tradeoff"))
+
+
+def test_training_evidence_smoke(tmp_path):
+    import evidence_training
+
+    out = tmp_path / "evidence"
+    assert evidence_training.main(["--scale", "smoke", "--runs", str(tmp_path / "runs"), "--out-dir", str(out)]) == 0
+    sched = (out / "schedule_cosine_vs_linear.md").read_text()
+    # one row per (schedule, t_max): linear and cosine, each from t_max = 1 and 0.8
+    assert len(re.findall(r"^\| (linear|cosine) \| (1|0\.8) \| \d", sched, flags=re.M)) == 4
+    param = (out / "parameterisation.md").read_text()
+    assert re.search(r"^\| ε \(sigmoid weighting\) \| \d", param, flags=re.M)
+    assert re.search(r"^\| EDM preconditioning \+ EDM loss \| \d", param, flags=re.M)
+    assert "**Verdict: inconclusive.**" in param  # a smoke run never claims a result

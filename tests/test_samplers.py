@@ -113,6 +113,9 @@ NFE = {  # sampler: (steps, options, expected NFE) — with the grid ending at d
     "dpm_solver": (10, {"order": 2}, 19), "euler_maruyama": (10, {}, 10),
     "pc": (10, {"corrector_steps": 2}, 9 * 3 + 1), "langevin": (4, {"steps_per_level": 3}, 13),
     "consistency": (3, {}, 3),
+    "lms": (10, {}, 10), "deis": (10, {}, 10), "unipc": (10, {}, 10), "dpmpp_2m_sde": (10, {}, 10),
+    "dpmpp_3m_sde": (10, {}, 10), "dpm2_ancestral": (10, {}, 19), "dpmpp_2s_ancestral": (10, {}, 19),
+    "dpmpp_sde": (10, {}, 19),
 }
 
 
@@ -279,7 +282,8 @@ def test_bad_generators_and_grid():
 
 def test_registry_metadata():
     assert set(S.available()) == {"ddpm", "ddim", "sid2_ddpm", "euler", "heun", "edm", "dpm_solver", "dpmpp_2m",
-                                  "euler_maruyama", "pc", "langevin", "consistency"}
+                                  "euler_maruyama", "pc", "langevin", "consistency", "lms", "deis", "unipc",
+                                  "dpm2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"}
     assert S.options("ddim") == {"eta": 0.0, "clip_x": None}
     assert isinstance(S.get("langevin").schedule, VESchedule)
     assert all(S.get(n).paper for n in S.available())

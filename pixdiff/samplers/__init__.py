@@ -14,7 +14,9 @@ Each sampler is a function ``fn(denoiser, logsnr, noise, *, <options>, cond, gen
 logSNR grid (``grids``), the initial standard-normal noise ε and an explicit generator (or a list of
 per-sample generators, see ``common.randn``). The families live in ``ancestral`` (ddpm, ddim,
 sid2_ddpm), ``ode`` (euler, heun, dpm_solver, dpmpp_2m), ``sde`` (edm, euler_maruyama, pc,
-langevin) and ``consistency``. docs/samplers.md has the table.
+langevin), ``consistency``, ``multistep`` (lms, deis, unipc) and ``dpm_sde`` (dpm2_ancestral,
+dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde: k-diffusion's stochastic DPM-Solvers).
+``fitgrid.fit_grid`` fits a grid to a denoiser (pass it as ``grid=``). docs/samplers.md has the table.
 
 The steps: one signature. Each family exports its single step as a pure function
 
@@ -35,6 +37,12 @@ The steps: one signature. Each family exports its single step as a pure function
     dpm_solver_step(..., denoiser=, order=)      dpmpp_2m_step(..., x_hat_prev=, logsnr_prev=)
     reverse_diffusion_step(..., process=)        langevin_step(..., snr= | step_size=, alpha=, process=)
     consistency_step(..., sigma_eps=)            (x_hat = f(z, λ_t); returns the re-noised state at λ_s)
+    lms_step / deis_step(..., eps_prev=, logsnr_prev=)      (previous ε̂ and λ, most recent first)
+    unipc_step(..., x_hat_prev=, logsnr_prev=, variant=)   unic_step(z_t, x̂_t, λ_t, λ_s, x̂_s, ...)
+    dpm2_ancestral_step / dpmpp_2s_ancestral_step(..., denoiser=, eta=, s_noise=)
+    dpmpp_sde_step(..., noise=(ξ₁, ξ₂), denoiser=, eta=, s_noise=, r=)
+    dpmpp_2m_sde_step(..., x_hat_prev=, logsnr_prev=, eta=, s_noise=, solver_type=)
+    dpmpp_3m_sde_step(..., x_hat_prev=(2), logsnr_prev=(2), eta=, s_noise=)
 
 Heun's step is written once (``ode.heun_step``); EDM's stochastic step is a noise increase followed
 by it. The coefficients α, σ, s of every step come from ``pixdiff.process``.
@@ -64,6 +72,30 @@ from pixdiff.samplers.common import (
     static_threshold,
 )
 from pixdiff.samplers.consistency import consistency, consistency_step
+from pixdiff.samplers.dpm_sde import (
+    SOLVER_TYPES,
+    dpm2_ancestral,
+    dpm2_ancestral_step,
+    dpmpp_2m_sde,
+    dpmpp_2m_sde_step,
+    dpmpp_2s_ancestral,
+    dpmpp_2s_ancestral_step,
+    dpmpp_3m_sde,
+    dpmpp_3m_sde_step,
+    dpmpp_sde,
+    dpmpp_sde_step,
+)
+from pixdiff.samplers.fitgrid import fit_grid
+from pixdiff.samplers.multistep import (
+    UNIPC_VARIANTS,
+    deis,
+    deis_step,
+    lms,
+    lms_step,
+    unic_step,
+    unipc,
+    unipc_step,
+)
 from pixdiff.samplers.ode import (
     dpm_solver,
     dpm_solver_step,
@@ -89,12 +121,16 @@ from pixdiff.schedules import get as get_schedule
 
 __all__ = [
     "sample", "available", "get", "options", "SamplerSpec", "Sampled", "grids", "sid2_schedule", "CountingDenoiser",
+    "fit_grid",
     "generators",
     "randn", "static_threshold", "dynamic_threshold",
     "ddpm", "ddim", "sid2_ddpm", "euler", "heun", "edm", "dpm_solver", "dpmpp_2m", "euler_maruyama", "pc",
-    "langevin", "consistency",
+    "langevin", "consistency", "lms", "deis", "unipc", "dpm2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde",
+    "dpmpp_2m_sde", "dpmpp_3m_sde",
     "ddpm_step", "ddim_step", "sid2_ddpm_step", "euler_step", "heun_step", "edm_step", "dpm_solver_step",
-    "dpmpp_2m_step", "reverse_diffusion_step", "langevin_step", "consistency_step",
+    "dpmpp_2m_step", "reverse_diffusion_step", "langevin_step", "consistency_step", "lms_step", "deis_step",
+    "unipc_step", "unic_step", "dpm2_ancestral_step", "dpmpp_2s_ancestral_step", "dpmpp_sde_step",
+    "dpmpp_2m_sde_step", "dpmpp_3m_sde_step",
 ]
 
 
@@ -141,6 +177,21 @@ _REGISTRY: dict[str, SamplerSpec] = {
     # σ from 10 (≈ 5× the data's extent, NCSNv2's "largest pairwise distance" rule) to 0.01.
     "langevin": SamplerSpec(langevin, 20, "uniform_logsnr", VESchedule(0.01, 10.0), "Song & Ermon 2019, Alg. 1"),
     "consistency": SamplerSpec(consistency, 1, "consistency", None, "Song et al. 2023, Alg. 1"),
+    # k-diffusion's solvers (k_diffusion/sampling.py) and diffusers' multistep schedulers
+    "lms": SamplerSpec(lms, 32, "edm", None, "k-diffusion sample_lms (Adams–Bashforth on σ, order 4); "
+                       "Karras et al. 2022, §2 (the ODE)"),
+    "dpm2_ancestral": SamplerSpec(dpm2_ancestral, 32, "edm", None,
+                                  "Lu et al. 2022a, Alg. 1 (DPM-Solver-2), ancestral as k-diffusion"),
+    "dpmpp_2s_ancestral": SamplerSpec(dpmpp_2s_ancestral, 32, "edm", None,
+                                      "Lu et al. 2022b, Alg. 1 (DPM-Solver++(2S)), ancestral as k-diffusion"),
+    "dpmpp_sde": SamplerSpec(dpmpp_sde, 32, "edm", None,
+                             "Lu et al. 2022b, Alg. 1 (DPM-Solver++(2S), r = ½) with ancestral sub-steps, as k-diffusion"),
+    "dpmpp_2m_sde": SamplerSpec(dpmpp_2m_sde, 32, "exponential", None,
+                                "Lu et al. 2022b, Alg. 2 (DPM-Solver++(2M)), SDE variant, midpoint as k-diffusion"),
+    "dpmpp_3m_sde": SamplerSpec(dpmpp_3m_sde, 32, "exponential", None,
+                                "Lu et al. 2022b (third-order multistep of its reference code), SDE variant, as k-diffusion"),
+    "unipc": SamplerSpec(unipc, 20, "exponential", None, "Zhao et al. 2023, Thm 3.1 / Cor. 3.2 (UniC-p, UniP-p; B(h) bh1/bh2)"),
+    "deis": SamplerSpec(deis, 20, "exponential", None, "Zhang & Chen 2023 (tAB-DEIS, ε̂ polynomial in log ρ)"),
 }
 
 _SAMPLE_OPTIONS = ("grid", "noise", "dtype", "device", "return_nfe")
@@ -219,6 +270,18 @@ def _order(v):
         raise PixdiffError(f"order must be 1, 2 or 3 (got {v!r})")
 
 
+def _bool(name):
+    def check(v):
+        if not isinstance(v, bool):
+            raise PixdiffError(f"{name} must be True or False (got {v!r})")
+    return check
+
+
+def _lms_order(v):
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 6:
+        raise PixdiffError(f"order must be an integer from 1 to 6 (got {v!r})")
+
+
 def _clip(v):
     if v not in (None, "static", "dynamic"):
         raise PixdiffError(f"clip_x must be None, 'static' or 'dynamic' (got {v!r})")
@@ -240,13 +303,28 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "step_size": _positive("step_size"),
     "steps_per_level": _count("steps_per_level", 1),
     "sigma_eps": _nonneg("sigma_eps"),
+    "s_noise": _nonneg("s_noise"),
+    "r": lambda v: None if _number(v) and 0.0 < v <= 1.0 else _raise(f"r must be a number in (0, 1] (got {v!r})"),
+    "variant": _one_of("variant", UNIPC_VARIANTS),
+    "solver_type": _one_of("solver_type", SOLVER_TYPES),
+    "corrector": _bool("corrector"),
+    "lower_order_final": _bool("lower_order_final"),
 }
+
+_CHECKS_BY_SAMPLER: dict[str, dict[str, Callable[[Any], None]]] = {
+    "lms": {"order": _lms_order},  # k-diffusion's default is 4
+}
+
+
+def _raise(msg):
+    raise PixdiffError(msg)
 
 
 def _check_options(name: str, opts: dict, counter: CountingDenoiser) -> None:
     for k, v in opts.items():
-        if k in _CHECKS:
-            _CHECKS[k](v)
+        check = _CHECKS_BY_SAMPLER.get(name, {}).get(k, _CHECKS.get(k))
+        if check is not None:
+            check(v)
     if name == "ddpm":
         variance = opts.get("variance") or ("learned" if counter.learn_sigma else "beta_tilde")
         if variance == "learned" and not counter.has_predict:

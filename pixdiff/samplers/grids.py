@@ -41,7 +41,7 @@ from pixdiff import schedules as _schedules
 from pixdiff.errors import PixdiffError
 from pixdiff.schedules import DiscreteSchedule, Schedule
 
-__all__ = ["LOGSNR_FLOOR", "edm", "uniform_t", "quadratic_t", "uniform_logsnr", "consistency", "make",
+__all__ = ["LOGSNR_FLOOR", "edm", "uniform_t", "quadratic_t", "uniform_logsnr", "exponential", "consistency", "make",
            "available", "sigmas", "CONSISTENCY_TWO_STEP"]
 
 _F64 = torch.float64
@@ -121,6 +121,20 @@ def uniform_logsnr(schedule: Schedule, steps: int, to_data: bool = True) -> torc
     return _finish(torch.linspace(lo, hi, n + 1, dtype=_F64), to_data)
 
 
+def exponential(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, to_data: bool = True) -> torch.Tensor:
+    """λ-uniform steps between EDM's bounds: log σ evenly spaced from σ_max to σ_min (k-diffusion's
+    ``get_sigmas_exponential``; DPM-Solver's uniform-λ steps, Lu et al. 2022a), then σ = 0 with
+    ``to_data`` (N + 1 points; the N finite ones span [σ_min, σ_max])."""
+    n = _steps(steps)
+    if not (0 < sigma_min < sigma_max):
+        raise PixdiffError(f"need 0 < sigma_min < sigma_max (got {sigma_min}, {sigma_max})")
+    k = n if to_data else n + 1
+    lam = torch.linspace(-2.0 * math.log(sigma_max), -2.0 * math.log(sigma_min), k, dtype=_F64)
+    if to_data:
+        lam = torch.cat([lam, torch.full((1,), math.inf, dtype=_F64)])
+    return _finish(lam, False)
+
+
 # Song et al. 2023's two-step ImageNet-64 point: openai/consistency_models samples CD-LPIPS with
 # ``--sampler multistep --ts 0,22,39 --steps 40``, i.e. τ_1 = index 22 of the 40-point ρ-grid
 # (≈ 1.38 for σ ∈ [0.002, 80], ρ = 7); its last point, index 39 = σ_min, re-noises by
@@ -170,6 +184,10 @@ def _edm_for(schedule: Schedule | None, steps: int, sigma_min=None, sigma_max=No
     return edm(steps, *_sigma_bounds(schedule, sigma_min, sigma_max), rho, to_data)
 
 
+def _exponential_for(schedule: Schedule | None, steps: int, sigma_min=None, sigma_max=None, to_data=True):
+    return exponential(steps, *_sigma_bounds(schedule, sigma_min, sigma_max), to_data)
+
+
 def _consistency_for(schedule: Schedule | None, steps: int, sigma_min=None, sigma_max=None, rho=7.0, to_data=True):
     # Like ``edm``: an explicit schedule's λ range sets the bounds, else EDM's σ ∈ [0.002, 80]. The
     # grid always ends at +∞ (f maps to data; the trailing point is not evaluated).
@@ -181,6 +199,7 @@ _GRIDS: dict[str, Callable[..., torch.Tensor]] = {
     "uniform_t": uniform_t,
     "quadratic_t": quadratic_t,
     "uniform_logsnr": uniform_logsnr,
+    "exponential": _exponential_for,
     "consistency": _consistency_for,
 }
 
@@ -190,6 +209,7 @@ GRID_OPTIONS = {
     "uniform_t": ("t_min", "t_max", "spacing"),
     "quadratic_t": ("t_min", "t_max"),
     "uniform_logsnr": (),
+    "exponential": ("sigma_min", "sigma_max"),
     "consistency": ("sigma_min", "sigma_max", "rho"),
 }
 
@@ -199,15 +219,15 @@ def available() -> list[str]:
 
 
 def make(kind: str, schedule: Schedule | str | None, steps: int, to_data: bool = True, **options) -> torch.Tensor:
-    """The grid ``kind`` for ``schedule`` with ``steps`` intervals. ``edm`` and ``consistency`` need no
-    schedule (one given sets their σ range)."""
+    """The grid ``kind`` for ``schedule`` with ``steps`` intervals. ``edm``, ``exponential`` and
+    ``consistency`` need no schedule (one given sets their σ range)."""
     if kind not in _GRIDS:
         raise PixdiffError(f"unknown grid {kind!r}; available: {', '.join(available())}")
     bad = set(options) - set(GRID_OPTIONS[kind])
     if bad:
         raise PixdiffError(f"grid {kind!r} takes no option(s) {sorted(bad)}; it takes {list(GRID_OPTIONS[kind])}")
     sched = None if schedule is None else _schedules.get(schedule)
-    if kind in ("edm", "consistency"):
+    if kind in ("edm", "exponential", "consistency"):
         return _GRIDS[kind](sched, steps, to_data=to_data, **options)
     if sched is None:
         raise PixdiffError(f"grid {kind!r} needs a schedule")
