@@ -42,40 +42,10 @@ from _report import append_section, machine  # noqa: E402 - benchmarks/ is on sy
 from pixdiff import samplers as S
 from pixdiff import schedules
 from pixdiff.analytic import GaussianMixture
+from pixdiff.metrics.sliced import SlicedW1
 
 F64 = torch.float64
 ROOT = Path(__file__).resolve().parents[1]
-
-class SlicedW1:
-    """Sliced W1 to the *true* mixture: mean over ``projections`` evenly spaced directions θ of the 1-D
-    W1 between the sorted projected samples and the exact quantiles F_θ⁻¹((i − ½)/n) of the projected
-    mixture (a 1-D Gaussian mixture, inverted by bisection once). Against the truth rather than a second
-    sample, so the only sampling noise is the sample's own. 2-D data only (directions on a half circle)."""
-
-    def __init__(self, gm: GaussianMixture, n: int, projections: int = 64):
-        if gm.dim != 2:
-            raise ValueError("SlicedW1 spaces its directions on a half circle: 2-D mixtures only")
-        ang = (torch.arange(projections, dtype=F64) + 0.5) * math.pi / projections
-        self.dirs = torch.stack([ang.cos(), ang.sin()])  # [2, P]
-        m = gm.means @ self.dirs  # [K, P]
-        sd = torch.einsum("dp,kde,ep->kp", self.dirs, gm.covs, self.dirs).sqrt()
-        w = gm.weights[:, None, None]
-        u = (torch.arange(n, dtype=F64) + 0.5) / n
-        lo = (m - 10 * sd).min(0).values.expand(n, -1).clone()
-        hi = (m + 10 * sd).max(0).values.expand(n, -1).clone()
-        for _ in range(45):  # bracket width 20 sd / 2^45 < 1e-12
-            mid = 0.5 * (lo + hi)
-            cdf = (w * 0.5 * (1 + torch.erf((mid[None] - m[:, None]) / (sd[:, None] * math.sqrt(2))))).sum(0)
-            below = cdf < u[:, None]
-            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-        self.q = 0.5 * (lo + hi)  # [n, P]
-
-    def __call__(self, x: torch.Tensor) -> float:
-        x = x.reshape(x.shape[0], -1).to(F64)
-        if x.shape[0] != self.q.shape[0] or not torch.isfinite(x).all():
-            return float("nan")
-        return float((torch.sort(x @ self.dirs, dim=0).values - self.q).abs().mean())
-
 
 def two_sample_sw(x: torch.Tensor, y: torch.Tensor, dirs: torch.Tensor) -> float:
     return float((torch.sort(x.to(F64) @ dirs, 0).values - torch.sort(y.to(F64) @ dirs, 0).values).abs().mean())

@@ -38,7 +38,10 @@ WEIGHTS = ("ema", "raw")
 # function takes ``(checkpoint, device, weights)`` and returns an object with Pipeline's
 # ``sample(n, classes, sampler, steps, guidance, seed, batch, ...)``, so ``pixdiff sample`` and
 # ``pixdiff eval`` work on every kind of run unchanged.
-RUN_KINDS: dict[str, str] = {}
+RUN_KINDS: dict[str, str] = {
+    "distilled": "pixdiff.distill.common:load_student",
+    "genie": "pixdiff.distill.genie:load_genie",
+}
 
 # A diffusion run samples with these unless its checkpoint's meta names its own
 # ("sampler", "steps"): a distilled run knows the sampler and step count it was distilled for.
@@ -227,7 +230,8 @@ class Pipeline:
             cond = None if labels is None else labels[lo:hi].to(self.device)
             x = samplers.sample(model, (hi - lo, *shape), sampler=sampler, steps=steps, cond=cond, generator=gens,
                                 device=self.device, **options)
-            out.append(x.float().clamp(-1, 1).cpu())
+            x = x.float()
+            out.append((x.clamp(-1, 1) if len(shape) > 1 else x).cpu())  # 2-D toy points are not clipped
         x = torch.cat(out) if out else torch.empty((0, *shape))
         if world > 1:
             import torch.distributed as dist

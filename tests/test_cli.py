@@ -53,7 +53,7 @@ def run(tmp_path_factory):
 
 
 def test_the_parser_has_every_command():
-    assert set(COMMANDS) == {"train", "sample", "eval", "nll", "info", "train-classifier", "prepare-data", "export"}
+    assert set(COMMANDS) == {"train", "sample", "eval", "nll", "info", "train-classifier", "prepare-data", "distill", "export"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -21,7 +21,7 @@ from pixdiff.errors import PixdiffError
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 # Subcommand modules, in the order `pixdiff --help` lists them.
-COMMANDS = ("train", "sample", "eval", "nll", "info", "train_classifier", "prepare_data", "export")
+COMMANDS = ("train", "sample", "eval", "nll", "info", "train_classifier", "prepare_data", "distill", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pixdiff.cli._common import add_device, at_least, check_output, device, note, writing
 from pixdiff.cli._common import seed as seed_type
+from pixdiff.errors import PixdiffError
 from pixdiff.metrics.evaluate import METRICS
 from pixdiff.metrics.extractors import FEATURES
 
@@ -136,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
         at_least(args.n, 1, "--n")
         images, labels = open_model(args).sample(args.n, None, args.sampler, args.steps, args.guidance, args.seed,
                                                  progress=True)
+        if getattr(images, "ndim", 4) == 2:
+            raise PixdiffError(f"{args.ckpt} is a 2-D toy run: its samples are points, not images. Write them with "
+                               "`pixdiff sample --out x.npz` and score them against the known mixture with "
+                               "pixdiff.metrics.sliced.SlicedW1")
         origin = {"ckpt": str(args.ckpt)} if args.ckpt is not None else {"diffusers": str(args.diffusers)}
         source = {**origin, "n": args.n, "sampler": args.sampler, "steps": args.steps,
                   "guidance": args.guidance, "sampling_seed": args.seed}
