@@ -37,7 +37,7 @@ class Scale:
 
 
 SCALES = {
-    "cpu": Scale("cpu", "tiny", 16, 24_000, 64, 1000, (0, 1, 2)),
+    "cpu": Scale("cpu", "tiny", 16, 24_000, 64, 500, (0, 1, 2)),
     "gpu": Scale("gpu", "small", 32, 4_000_000, 256, 10_000, (0, 1, 2)),
     "smoke": Scale("smoke", "tiny", 16, 128, 32, 70, (0,)),
 }
