@@ -39,9 +39,17 @@ WEIGHTS = ("ema", "raw")
 # ``sample(n, classes, sampler, steps, guidance, seed, batch, ...)``, so ``pixdiff sample`` and
 # ``pixdiff eval`` work on every kind of run unchanged.
 RUN_KINDS: dict[str, str] = {
+    "vae": "pixdiff.baselines.common:load_pipeline",
+    "gan": "pixdiff.baselines.common:load_pipeline",
+    "pixelcnn": "pixdiff.baselines.common:load_pipeline",
+    "vqvae": "pixdiff.baselines.common:load_pipeline",
+    "maskgit": "pixdiff.baselines.common:load_pipeline",
     "distilled": "pixdiff.distill.common:load_student",
     "genie": "pixdiff.distill.genie:load_genie",
 }
+
+# Kinds of run whose weights are a pixdiff Denoiser (usable as a teacher, a guide, for `pixdiff nll`).
+DENOISER_KINDS = ("diffusion", "distilled")
 
 # A diffusion run samples with these unless its checkpoint's meta names its own
 # ("sampler", "steps"): a distilled run knows the sampler and step count it was distilled for.
@@ -101,6 +109,10 @@ def load_denoiser(path: str | Path, weights: str = "ema", device: str | torch.de
     if weights not in WEIGHTS:
         raise PixdiffError(f"weights must be 'ema' or 'raw' (got {weights!r})")
     ck = checkpoint if checkpoint is not None else read_checkpoint(path)
+    if ck.state.get("kind", "diffusion") not in DENOISER_KINDS and ck.state.get("kind") in RUN_KINDS \
+            and checkpoint is None:
+        raise PixdiffError(f"{ck.path} is a {ck.state['kind']} run, not a diffusion run: this needs a diffusion "
+                           "model (pixdiff sample / eval / pixdiff.load read every kind)")
     if ck.state.get("kind") == "classifier":
         raise PixdiffError(f"{ck.path} is a noisy classifier (pixdiff train-classifier), not a diffusion run")
     cfg = TrainConfig.from_dict(ck.state["config"])

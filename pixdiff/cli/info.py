@@ -162,6 +162,18 @@ def run_summary(path: str | Path) -> dict:
                    network={"kind": st["net_kind"], "preset": c["preset"]}, data={"name": st["data"]},
                    schedule=st["schedule"], num_classes=meta.get("num_classes"))
         return out
+    if st.get("kind", "diffusion") != "diffusion":  # a distilled student or a baseline family
+        cfg = st.get("config") or {}
+        planned = (cfg.get("run") or {}).get("images") or cfg.get("images")
+        data = cfg.get("data")
+        out.update(kind=st["kind"], images_planned=planned,
+                   network={"kind": meta.get("net_kind") or meta.get("family") or st["kind"], "preset": None,
+                            "overrides": meta.get("net_config") or {}},
+                   data={"name": data.get("name") if isinstance(data, dict) else data,
+                         "dataset": meta.get("dataset"), "shape": meta.get("data_shape"),
+                         "num_classes": meta.get("num_classes")},
+                   sampler=meta.get("sampler"), steps=meta.get("steps"), config=cfg)
+        return out
     cfg = st["config"]
     m, d, o, loss = cfg["model"], cfg["data"], cfg["optim"], cfg["loss"]
     out.update(
@@ -180,15 +192,23 @@ def run_summary(path: str | Path) -> dict:
 
 def _format_summary(s: dict) -> list[str]:
     pct = 100.0 * s["images"] / s["images_planned"] if s.get("images_planned") else float("nan")
+    planned = f"{s['images_planned']:,} planned ({pct:.0f} %)" if s.get("images_planned") else "? planned"
     rows = [("run", s["path"]),
             ("checkpoint", s["checkpoint"] + (f" (written {s['written']})" if s.get("written") else "")),
-            ("images", f"{s['images']:,} seen of {s['images_planned']:,} planned ({pct:.0f} %)"
+            ("images", f"{s['images']:,} seen of {planned}"
                        + (f", step {s['step']:,}" if s.get("step") is not None else ""))]
     net = s["network"]
     ov = ", ".join(f"{k}={json.dumps(v)}" for k, v in (net.get("overrides") or {}).items())
-    rows.append(("network", f"{net['kind']} from preset {net['preset']}" + (f" ({ov})" if ov else "")
-                 + f", {s['parameters']:,} parameters"))
-    if s["kind"] == "noisy classifier":
+    origin = f" from preset {net['preset']}" if net.get("preset") else ""
+    rows.append(("network", f"{net['kind']}{origin}" + (f" ({ov})" if ov else "") + f", {s['parameters']:,} parameters"))
+    if s["kind"] not in ("diffusion", "noisy classifier"):
+        d = s["data"]
+        shape = "×".join(map(str, d["shape"])) if d.get("shape") else "?"
+        rows.append(("kind", f"{s['kind']} run (`pixdiff sample` / `pixdiff eval` read it)"
+                     + (f", samples with {s['sampler']}" if s.get("sampler") else "")
+                     + (f", {s['steps']} steps" if s.get("steps") else "")))
+        rows.append(("data", f"{d.get('dataset') or d.get('name')} ({shape}), {d.get('num_classes') or 0} classes"))
+    elif s["kind"] == "noisy classifier":
         rows += [("kind", "noisy classifier (for `pixdiff sample --classifier`)"),
                  ("data", f"{s['data']['name']}, {s['num_classes']} classes"), ("schedule", s["schedule"])]
     else:

@@ -45,6 +45,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the resulting config as JSON and exit")
     add_device(p, "training")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from pixdiff.baselines import FAMILIES
+
+    p.add_argument("--family", choices=("diffusion", *FAMILIES), default=None,
+                   help="generative family (default: diffusion; a resumed run keeps its own). The baselines "
+                        "(docs/baselines.md) use the data, optim and run flags and their own default budget; "
+                        "--net KEY=VALUE sets their network fields")
+    p.add_argument("--vqvae", type=Path, default=None, metavar="RUN",
+                   help="maskgit: a trained vqvae run whose autoencoder tokenises the images (default: train one first)")
     groups = add_config_flags(p)
     groups["data"].add_argument("--unconditional", dest="config:data.conditional", action="store_false",
                                 default=argparse.SUPPRESS, help="ignore class labels (same as --no-conditional)")
@@ -65,6 +73,7 @@ def config_from_args(args: argparse.Namespace):
     from pixdiff.data import TOYS
 
     typed = typed_overrides(args)
+    family = _family(args)
     if args.config is not None:
         base = TrainConfig.load(args.config)
     elif args.resume and args.out is not None and (args.out / "config.json").is_file():
@@ -72,9 +81,17 @@ def config_from_args(args: argparse.Namespace):
     else:
         base = TrainConfig()
     d = base.to_dict()
+    if family != "diffusion" and d["model"]["preset"] != family:  # a new baseline run: its default budget
+        from pixdiff.baselines.common import apply_family_defaults
+
+        d = apply_family_defaults(family, d)
     for section, fields in typed.items():
         for name, value in fields.items():
             d[section][name] = {**d[section][name], **value} if isinstance(value, dict) else value
+    if family != "diffusion":
+        if typed.get("model", {}).get("preset", family) != family:
+            raise PixdiffError(f"--preset names a diffusion network; a {family} run sets its network with --net KEY=VALUE")
+        d["model"]["preset"] = family
     data_typed, model_typed = typed.get("data", {}), typed.get("model", {})
     if "name" in data_typed and "channels" not in data_typed:
         d["data"]["channels"] = None  # follows the new data: 1 for digits and points, 3 for folders
@@ -90,6 +107,21 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig.from_dict(d)
 
 
+def _family(args: argparse.Namespace) -> str:
+    """--family, else the family of the run being resumed (its config's preset), else diffusion."""
+    from pixdiff.baselines import FAMILIES
+
+    if getattr(args, "family", None):
+        return args.family
+    if args.resume and args.out is not None and (args.out / "config.json").is_file():
+        try:
+            preset = json.loads((args.out / "config.json").read_text())["model"]["preset"]
+        except (ValueError, KeyError, TypeError):
+            return "diffusion"
+        return preset if preset in FAMILIES else "diffusion"
+    return "diffusion"
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.print_config:
@@ -98,6 +130,17 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         raise PixdiffError("--out is required: the run folder")
     check_output_dir(args.out)  # a file in the way or a read-only place: refused before any work
+    family = _family(args)
+    if getattr(args, "vqvae", None) is not None and family != "maskgit":
+        raise PixdiffError("--vqvae RUN is for --family maskgit")
+    if family != "diffusion":
+        from pixdiff.baselines.common import train as train_baseline
+
+        path = train_baseline(cfg, args.out, resume=args.resume, progress=not args.quiet, device=device(args),
+                              vqvae=args.vqvae)
+        print(json.dumps({"checkpoint": str(path), "log": str(args.out / "log.jsonl"),
+                          "loss_curve": str(args.out / "loss.png")}))
+        return 0
     from pixdiff.train import train
 
     path = train(cfg, args.out, resume=args.resume, progress=not args.quiet, device=device(args))
