@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pixdiff.cli._common import add_device, at_least, check_output_dir, device
 from pixdiff.cli._common import seed as seed_type
+from pixdiff.cli.flags import key_values
 from pixdiff.errors import PixdiffError
 
 __all__ = ["add_parser", "run"]
@@ -71,19 +72,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _key_values(items: list[str], flag: str) -> dict:
-    out = {}
-    for kv in items:
-        k, sep, v = kv.partition("=")
-        if not sep or not k:
-            raise PixdiffError(f"{flag} takes KEY=VALUE (got {kv!r})")
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from pixdiff.distill import DistillConfig, distill
 
@@ -97,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.ema < 1.0:
         raise PixdiffError(f"--ema must lie in [0, 1) (got {args.ema})")
     cfg = DistillConfig(args.method, args.teacher, args.data, steps, args.images, args.batch, args.lr, args.seed,
-                        args.ema, args.checkpoint_every, keep=2, guidance=args.guidance, net=_key_values(args.net, "--net"),
-                        options=_key_values(args.option, "--option"))
+                        args.ema, args.checkpoint_every, keep=2, guidance=args.guidance, net=key_values("net", args.net),
+                        options=key_values("option", args.option))
     path = distill(cfg, args.out, resume=args.resume, progress=not args.quiet, device=device(args))
     print(json.dumps({"checkpoint": str(path), "log": str(args.out / "log.jsonl")}))
     return 0

@@ -149,7 +149,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls=None) -> dict[s
     return groups
 
 
-def _key_value(flag: str, items: list[str]) -> dict[str, Any]:
+def key_values(flag: str, items: list[str]) -> dict[str, Any]:
+    """``--FLAG KEY=VALUE`` items as a dict; VALUE is read as JSON, a bare word as itself."""
     out = {}
     for kv in items:
         key, sep, val = kv.partition("=")
@@ -171,7 +172,7 @@ def typed_overrides(args: argparse.Namespace, config_cls=None) -> dict[str, dict
             continue
         v = ns[c.dest]
         if c.kind == "dict":
-            v = _key_value(c.flag, v)
+            v = key_values(c.flag, v)
         elif c.kind == "tuple":
             v = tuple(v)
         out.setdefault(c.section, {})[c.field] = v
