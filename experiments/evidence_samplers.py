@@ -101,6 +101,12 @@ def _plot(path: Path, series: dict, xlabel: str, ylabel: str, logx: bool = False
     return path.name
 
 
+def _fd_series(s: dict, names: dict[str, str], xs) -> dict:
+    """{label: (xs, mean FD, std FD)} of the samplers ``names`` (label -> key of ``s``) for the plot."""
+    return {label: (list(xs), [s[n][k]["fd"]["mean"] for k in xs], [s[n][k]["fd"]["std"] for k in xs])
+            for label, n in names.items()}
+
+
 def _page_ddim(scale, s, steps, protocol, out_dir):
     rows = ["| steps (= NFE) | DDIM (η = 0) FD | DDPM FD | DDIM acc | DDPM acc |", "|---:|---:|---:|---:|---:|"]
     for k in steps:
@@ -119,8 +125,7 @@ def _page_ddim(scale, s, steps, protocol, out_dir):
     else:
         verdict, reason = "not reproduced", (f"DDIM better at {few} steps beyond the seed spread: {better_few}; "
                                              f"gap {gap[few]:.3g} at {few} → {gap[many]:.3g} at {many} steps")
-    plot = _plot(out_dir / "ddim_vs_ddpm.png", {n.upper(): (list(steps), [s[n][k]["fd"]["mean"] for k in steps],
-                                                            [s[n][k]["fd"]["std"] for k in steps]) for n in ("ddim", "ddpm")},
+    plot = _plot(out_dir / "ddim_vs_ddpm.png", _fd_series(s, {"DDIM": "ddim", "DDPM": "ddpm"}, steps),
                  "sampling steps (NFE)", "Fréchet distance (digits features)", logx=True)
     ec.write_page("ddim_vs_ddpm", "DDIM vs DDPM across step counts",
                   "deterministic DDIM (η = 0) gives better samples than ancestral DDPM at few steps, and the two "
@@ -142,8 +147,7 @@ def _page_heun(scale, s, steps, protocol, out_dir):
     else:
         verdict, reason = ("not reproduced" if not wins else "inconclusive",
                            f"Heun better beyond the seed spread only at NFE {wins} of {nfes}")
-    plot = _plot(out_dir / "heun_vs_euler.png", {n.capitalize(): (nfes, [s[n][k]["fd"]["mean"] for k in nfes],
-                                                                  [s[n][k]["fd"]["std"] for k in nfes]) for n in ("heun", "euler")},
+    plot = _plot(out_dir / "heun_vs_euler.png", _fd_series(s, {"Heun": "heun", "Euler": "euler"}, nfes),
                  "network evaluations (NFE)", "Fréchet distance (digits features)", logx=True)
     ec.write_page("heun_vs_euler", "Heun vs Euler at equal network evaluations",
                   "Heun's second-order step gives better samples than Euler's at the same number of network "
