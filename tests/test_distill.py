@@ -268,6 +268,50 @@ def test_ttm2_with_the_exact_derivative_is_second_order():
     assert 6.0 < errs[0] / errs[1] < 10.0  # local error O(h³)
 
 
+def test_genie_analytical_first_step_is_the_gaussian_epsilon_and_saves_one_teacher_call():
+    """AFS (Dockhorn et al. 2022, §3.3): at σ_max the first step uses ε of data ~ N(0, σ_d² I),
+    s x/(σ_d² + s²), which is exactly the ε of the Gaussian's own denoiser; it costs no evaluation."""
+    from pixdiff.distill.common import sigma_denoiser
+    from pixdiff.distill.genie import analytic_eps, genie_sample
+
+    v = 0.3
+    D = sigma_denoiser(_gauss_teacher(v))
+    x = torch.tensor([[0.7], [-1.3], [2.0]], dtype=F64)
+    for s in (0.5, 80.0):
+        exact = (x - D(x, torch.full((3,), s, dtype=F64))) / s
+        assert torch.allclose(analytic_eps(x, s, math.sqrt(v)), exact, rtol=1e-12)
+
+    calls = []
+    teacher = _gauss_teacher(v)
+
+    def counted(z, lam, cond=None):
+        calls.append(1)
+        return teacher(z, lam, cond)
+
+    def head(z, lam, cond=None):  # any head: this test counts teacher calls only
+        return torch.zeros_like(z)
+
+    head.parameters = lambda: iter([torch.zeros(1, dtype=F64)])
+    noise = torch.randn(5, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
+    for afs, expected in ((False, 4), (True, 3)):
+        calls.clear()
+        genie_sample(counted, head, noise, 4, afs=afs, sigma_data=math.sqrt(v), grid="exponential", sigma_min=0.05)
+        assert len(calls) == expected
+
+
+def test_genie_run_samples_on_the_grid_it_was_distilled_with(tmp_path):
+    import pixdiff
+
+    distill(DistillConfig("genie", "mixture", steps=4, images=512, batch=128,
+                          options={"grid": "exponential", "sigma_min": 0.05, "afs": True}), tmp_path / "g",
+            progress=False)
+    pipe = pixdiff.load(tmp_path / "g", device="cpu")
+    assert pipe.meta["genie_sampling"] == {"grid": "exponential", "sigma_min": 0.05, "afs": True}
+    own = pipe.points(64, 4, seed=0)
+    assert torch.equal(own, pipe.points(64, 4, seed=0, grid="exponential", sigma_min=0.05, afs=True))
+    assert not torch.allclose(own, pipe.points(64, 4, seed=0, grid="edm", afs=False))
+
+
 def test_genie_head_beats_the_teacher_alone_at_equal_teacher_evaluations(tmp_path):
     distill(DistillConfig("genie", "mixture", steps=8, images=32_000, batch=128), tmp_path / "g", progress=False)
     genie = _score(tmp_path / "g", 8)

@@ -21,8 +21,10 @@ cosine schedule.
 
 A GENIE run holds the head; the teacher (a run folder or a toy's exact denoiser) is named in its
 meta and loaded with it. ``pixdiff sample --ckpt RUN`` uses TTM-2 on the EDM grid (Karras et al.
-2022, eq. 5; ``grids.make("edm")``), one teacher and one head evaluation per step; any other
-``--sampler`` samples the teacher alone.
+2022, eq. 5; ``grids.make("edm")``; ``pixdiff distill --method genie --option grid=exponential --option
+sigma_min=…`` makes another the run's default, ``--option afs=true`` adds GENIE's analytical first
+step; ``Pipeline.sample(..., grid=…, afs=…)`` overrides them), one teacher and one head evaluation per step; any other ``--sampler``
+samples the teacher alone.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pixdiff.distill.common import Method, load_teacher, sigma_denoiser
 from pixdiff.errors import PixdiffError
 from pixdiff.generate import Pipeline
 
-__all__ = ["GenieDistillation", "ode_derivative", "ttm2_step", "genie_sample", "genie_pipeline", "load_genie", "GeniePipeline"]
+__all__ = ["GenieDistillation", "ode_derivative", "ttm2_step", "genie_sample", "analytic_eps", "genie_pipeline", "load_genie", "GeniePipeline"]
 
 
 def _bc(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -73,17 +75,33 @@ def head_derivative(head, x_sigma: torch.Tensor, s, cond=None) -> torch.Tensor:
     return u / _bc(s, x_sigma)
 
 
+GRID_OPTIONS = ("grid", "sigma_min", "sigma_max", "rho", "afs", "sigma_data")
+
+
+def analytic_eps(x_sigma: torch.Tensor, s: float, sigma_data: float) -> torch.Tensor:
+    """ε of data ~ N(0, σ_d² I), whose denoiser is D = σ_d² x_σ/(σ_d² + s²): ε = (x_σ − D)/s = s x_σ/(σ_d² + s²).
+    GENIE's analytical first step (Dockhorn et al. 2022, §3.3, "AFS") uses it in place of the network at
+    σ_max, where every data distribution looks Gaussian, and saves that step's evaluation."""
+    return x_sigma * (s / (sigma_data * sigma_data + s * s))
+
+
 @torch.no_grad()
-def genie_sample(teacher, head, noise: torch.Tensor, steps: int, cond=None) -> torch.Tensor:
-    """TTM-2 sampling from s_0 = σ_max to 0 on the EDM grid with ``steps`` steps (``steps`` teacher
-    and ``steps`` head evaluations)."""
+def genie_sample(teacher, head, noise: torch.Tensor, steps: int, cond=None, grid: str = "edm", afs: bool = False,
+                 sigma_data: float = 0.5, **grid_options) -> torch.Tensor:
+    """TTM-2 sampling from s_0 = σ_max to 0 in ``steps`` steps on the grid ``grid`` (any
+    ``pixdiff.samplers.grids`` kind with its options, e.g. ``exponential`` with ``sigma_min``; default
+    EDM's ρ = 7 grid). Each step costs one teacher and one head evaluation; with ``afs`` the first
+    step is a DDIM step with the analytic ε (``analytic_eps``) and costs none."""
     from pixdiff.samplers import grids
 
-    lam = grids.make("edm", None, steps)
+    lam = grids.make(grid, None, steps, **grid_options)
     s = [process.sigma_at(float(v)) if math.isfinite(float(v)) else 0.0 for v in lam.tolist()]
     D = sigma_denoiser(teacher, cond)
     x = noise * s[0]
-    for s_from, s_to in zip(s[:-1], s[1:]):
+    for i, (s_from, s_to) in enumerate(zip(s[:-1], s[1:])):
+        if i == 0 and afs:
+            x = x + (s_to - s_from) * analytic_eps(x, s_from, sigma_data)
+            continue
         sf = torch.full((x.shape[0],), s_from, dtype=torch.float64, device=x.device)
         eps = (x - D(x, sf)) / s_from
         k = head_derivative(head, x, sf, cond)
@@ -95,11 +113,15 @@ class GenieDistillation(Method):
     name = "genie"
     sampler = "genie"
     run_kind = "genie"  # RUN_KINDS["genie"]: load_genie
-    OPTIONS: dict = {}
+    # how the run samples by default (``genie_sample``'s grid options); training does not use them
+    OPTIONS: dict = {"grid": "edm", "sigma_min": 0.002, "afs": False}
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.head = self.student.net  # a teacher run's head starts from the teacher's weights (a warm start)
+        from pixdiff.samplers import grids
+
+        grids.make(str(self.opt["grid"]), None, 2, sigma_min=float(self.opt["sigma_min"]))  # refuse a bad grid now
 
     def loss(self, step, x, cond, g):
         t = 1.0 - torch.rand(x.shape[0], generator=g, dtype=torch.float64)
@@ -117,7 +139,9 @@ class GenieDistillation(Method):
         return (w * err).mean()
 
     def meta(self):
-        return {**super().meta(), "genie_teacher": str(self.cfg.teacher)}
+        sampling = {"grid": str(self.opt["grid"]), "sigma_min": float(self.opt["sigma_min"]),
+                    "afs": self.opt["afs"] in (True, "true", "True", "1", 1)}
+        return {**super().meta(), "genie_teacher": str(self.cfg.teacher), "genie_sampling": sampling}
 
 
 class GeniePipeline(Pipeline):
@@ -142,8 +166,9 @@ class GeniePipeline(Pipeline):
         if guidance or classifier is not None or guide_ckpt is not None or guidance_interval is not None:
             raise PixdiffError("the GENIE sampler runs unguided (name another --sampler to sample the teacher "
                                "with guidance)")
-        if options:
-            raise PixdiffError(f"the GENIE sampler takes no options (got {sorted(options)})")
+        unknown = sorted(set(options) - set(GRID_OPTIONS))
+        if unknown:
+            raise PixdiffError(f"the GENIE sampler takes the options {', '.join(GRID_OPTIONS)} (got {unknown})")
         steps = int(self.meta.get("steps", 4) if steps is None else steps)
         batch = batch or 256
         labels = _labels_for(n, classes, self.num_classes)
@@ -154,22 +179,25 @@ class GeniePipeline(Pipeline):
             noise = torch.cat([torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed + i))
                                for i in range(lo, hi)]).to(self.device)
             cond = None if labels is None else labels[lo:hi].to(self.device)
-            out.append(genie_sample(self.teacher_denoise, self.head, noise, steps, cond).float().cpu())
+            opts = {**self.meta.get("genie_sampling", {}), **options}  # the run's defaults, then the caller's
+            out.append(genie_sample(self.teacher_denoise, self.head, noise, steps, cond, **opts).float().cpu())
         x = torch.cat(out)
         lab = None if labels is None else labels.numpy()
         if len(shape) == 1:  # 2-D points: not clipped
             return x.numpy().astype(np.float32), lab
         return data_mod.to_uint8(x.clamp(-1, 1)), lab
 
-    def points(self, n: int, steps: int | None = None, seed: int = 0, sampler: str | None = None) -> torch.Tensor:
-        """n unconditional 2-D samples, unclipped (as ``DistilledPipeline.points``)."""
+    def points(self, n: int, steps: int | None = None, seed: int = 0, sampler: str | None = None,
+               **options) -> torch.Tensor:
+        """n unconditional 2-D samples, unclipped (as ``DistilledPipeline.points``); ``options`` as
+        ``genie_sample``'s."""
         if sampler not in (None, "genie"):
             from pixdiff.distill.common import DistilledPipeline
 
             return DistilledPipeline(self.teacher_denoise, self.config, self.checkpoint, self.weights, self.device,
                                      {k: v for k, v in self.meta.items() if k not in ("sampler", "steps", "method")}
                                      ).points(n, steps, seed, sampler)
-        return torch.from_numpy(self.sample(n, None, None, steps, 0.0, seed, n)[0])
+        return torch.from_numpy(self.sample(n, None, None, steps, 0.0, seed, n, **options)[0])
 
 
 def load_genie(ck, device, weights: str = "ema") -> GeniePipeline:
