@@ -132,6 +132,12 @@ class OptimConfig:
     ema_decay: float | None = _f(None, "per-step EMA decay (e.g. SiD2's 0.9999); replaces the half-life")
     ema_rampup: float | None = _f(0.05, "EMA ramp-up: the half-life is at most this fraction of the images "
                                         "seen so far (Karras et al. 2022, ema_rampup_ratio); 0 = off")
+    posthoc_ema: tuple[float, ...] = _f((), "post-hoc EMA (Karras et al. 2024, §3): also track a power-function EMA "
+                                            "per σ_rel given (EDM2: 0.05 0.1) and write snapshots to RUN/posthoc, "
+                                            "from which pixdiff.posthoc_ema reconstructs any σ_rel after training "
+                                            "(default: none, off)")
+    posthoc_every_images: int = _f(10_000, "post-hoc EMA snapshot interval in images (default: 10000)",
+                                   flag="posthoc-every")
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -155,6 +161,17 @@ class OptimConfig:
             raise PixdiffError(f"warmup_images must be >= 0 (got {self.warmup_images})")
         if self.decay_images is not None and self.decay_images < 1:
             raise PixdiffError(f"decay_images must be positive (got {self.decay_images})")
+        try:
+            self.posthoc_ema = tuple(float(v) for v in self.posthoc_ema)
+        except (TypeError, ValueError):
+            raise PixdiffError(f"posthoc_ema takes a list of σ_rel numbers (got {self.posthoc_ema!r:.60})") from None
+        if not all(0.0 < v <= _SIGMA_REL_MAX for v in self.posthoc_ema):  # also refuses nan
+            raise PixdiffError(f"posthoc_ema takes σ_rel values in (0, {_SIGMA_REL_MAX:.5f}], 1/√12 being the plain "
+                               f"average of the run (EDM2: 0.05 0.1) (got {' '.join(map(str, self.posthoc_ema))})")
+        if len(set(self.posthoc_ema)) != len(self.posthoc_ema):
+            raise PixdiffError(f"posthoc_ema lists a σ_rel twice ({' '.join(map(str, self.posthoc_ema))})")
+        if self.posthoc_every_images < 1:
+            raise PixdiffError(f"posthoc_every_images must be at least 1 (got {self.posthoc_every_images})")
 
 
 @dataclass
@@ -207,6 +224,7 @@ class RunConfig:
 
 
 _F32_MAX = 3.4028234663852886e38  # the largest float32: optimizer state and weights are float32
+_SIGMA_REL_MAX = 1.0 / math.sqrt(12.0)  # pixdiff.posthoc_ema.SIGMA_REL_MAX (γ = 0); that module sits above this one
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "loss": LossConfig, "optim": OptimConfig, "run": RunConfig}
 
@@ -295,7 +313,7 @@ def _migrate(d: dict) -> dict:
 RESUME_MAY_CHANGE = {"run.images", "run.log_every_images", "run.ckpt_every_images", "run.sample_every_images",
                      "run.keep", "run.max_nan_steps", "optim.decay_images", "run.log", "run.eval_every_images",
                      "run.eval_n", "run.eval_features", "run.eval_inception_weights", "run.keep_best", "run.fsdp",
-                     "data.workers"}
+                     "data.workers", "optim.posthoc_every_images"}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

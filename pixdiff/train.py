@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from pixdiff import checkpoint as ckpt_io
 from pixdiff import data as data_mod
-from pixdiff import distributed, losses, nets, sharding
+from pixdiff import distributed, losses, nets, posthoc_ema, sharding
 from pixdiff.atomic import atomic_write, atomic_write_text
 from pixdiff.config import TrainConfig, diff_configs, warn_if_past_decay
 from pixdiff.datasets import StepBatches, open_training_data
@@ -108,6 +108,7 @@ class TrainState:
     images: int = 0
     nan_run: int = 0
     nan_total: int = 0
+    posthoc: list = field(default_factory=list)  # a pixdiff.posthoc_ema.PowerEMA per optim.posthoc_ema σ_rel
 
     @property
     def step(self) -> int:
@@ -238,6 +239,10 @@ def train_step(st: TrainState) -> StepResult:
     else:
         st.opt.step()
     ema_update(st)
+    if st.posthoc:  # t counts optimizer steps from 1 (Karras et al. 2024, eq. 127); a skipped step keeps its number
+        sd = st.denoiser.state_dict()
+        for p in st.posthoc:
+            p.update(sd, t=step + 1)
     st.images += o.batch
     return StepResult(float(loss_sum), lr, float(gnorm), True)
 
@@ -340,7 +345,14 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, device) ->
                  "nan_total": st.nan_total, "t_sampler": st.t_sampler.state_dict() if st.t_sampler else None,
                  "meta": meta, "rng": _rng_states(r.seed, st.step), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                  "grad_scaler": st.scaler.state_dict() if st.scaler is not None else None}
+        if st.posthoc:  # beside the optimizer's tensors, under their own prefix (pixdiff.posthoc_ema.to_flat)
+            ph_tensors, state["posthoc_ema"] = posthoc_ema.to_flat(st.posthoc)
+            opt_tensors = {**opt_tensors, **ph_tensors}
         return ckpt_io.save(out, st.images, state, model_sd, ema_sd, opt_tensors, r.keep)
+
+    def save_posthoc_snapshot():
+        posthoc_ema.write_snapshot(posthoc_ema.snapshot_path(out, st.images), st.posthoc, st.images,
+                                   {"batch": o.batch, "config": cfg.to_dict(), "meta": meta})
 
     log_f = open(out / "log.jsonl", "a") if st.rank == 0 else None
     tracker = make_tracker(r.log, out, cfg.to_dict()) if st.rank == 0 else Tracker()
@@ -348,6 +360,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, device) ->
     best_fd = _best_fd(out / "eval.jsonl")
     bar = _progress(r.images, st.images, enabled=progress and st.rank == 0)
     last_ckpt, saved_at, t_log, img_log = None, None, time.perf_counter(), st.images
+    snap_at = None
     with _StopFlag() as stop:
         while st.images < r.images:
             res = train_step(st)
@@ -371,6 +384,9 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, device) ->
                 t_log, img_log = now, st.images
             if _crossed(st.images, o.batch, r.ckpt_every_images):
                 last_ckpt, saved_at = save_checkpoint(), st.images
+            if st.posthoc and st.rank == 0 and _crossed(st.images, o.batch, o.posthoc_every_images):
+                save_posthoc_snapshot()
+                snap_at = st.images
             if _crossed(st.images, o.batch, r.sample_every_images) and (st.rank == 0 or r.fsdp):
                 model = _ema_for_sampling(st, meta)
                 if st.rank == 0:
@@ -394,6 +410,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, device) ->
         log_f.close()
     if saved_at != st.images:  # the same decision on every process (FSDP gathers collectively)
         last_ckpt = save_checkpoint()
+    if st.posthoc and st.rank == 0 and snap_at != st.images and st.posthoc[0].t > 0:  # so the run's end can be reconstructed
+        save_posthoc_snapshot()
     if st.world > 1:
         dist.barrier()
     if st.rank == 0:
@@ -459,13 +477,22 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, device, progress: bool):
             raise PixdiffError(f"cannot resume {out} with a different config; differing fields: {', '.join(changed)}")
         denoiser.load_state_dict(ck.model)
         st.ema = {k: v.float().to(device) for k, v in ck.ema.items()}
-        ckpt_io.optimizer_from_flat(opt, ck.optim, ck.state["optim"])
+        ckpt_io.optimizer_from_flat(opt, {k: v for k, v in ck.optim.items() if not k.startswith(posthoc_ema.FLAT_PREFIX)},
+                                    ck.state["optim"])
         st.images, st.nan_total = ck.state["images"], ck.state.get("nan_total", 0)
         if st.t_sampler is not None:
             st.t_sampler.load_state_dict(ck.state["t_sampler"])
         _truncate_log(out / "log.jsonl", st.images)
         if rank == 0 and progress:
             print(f"resumed {ck.path} at {st.images} images", file=sys.stderr)
+    if o.posthoc_ema:  # Karras et al. 2024 post-hoc EMA: one power-function EMA per σ_rel, from the initial weights
+        if cfg.run.fsdp:
+            raise PixdiffError("optim.posthoc_ema is not supported with --fsdp (its EMAs are not sharded)")
+        st.posthoc = [posthoc_ema.PowerEMA(denoiser.state_dict(), sigma_rel=s) for s in o.posthoc_ema]
+        if ck is not None:
+            if "posthoc_ema" not in ck.state:
+                raise PixdiffError(f"{ck.path} has no post-hoc EMA state; resume it without optim.posthoc_ema")
+            posthoc_ema.load_flat(st.posthoc, ck.optim, ck.state["posthoc_ema"])
     if cfg.run.fsdp:  # after loading the full weights: each process keeps its shard of them
         if world < 2:
             raise PixdiffError("--fsdp shards over processes: launch with torchrun --nproc_per_node >= 2")

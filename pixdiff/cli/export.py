@@ -12,7 +12,7 @@ from pixdiff.errors import PixdiffError
 
 __all__ = ["add_parser", "run", "FORMATS"]
 
-FORMATS = ("safetensors-ema", "safetensors-raw", "diffusers-scheduler")
+FORMATS = ("safetensors-ema", "safetensors-raw", "safetensors-posthoc", "diffusers-scheduler")
 
 DESCRIPTION = """\
 Write a trained run in a format other tools read.
@@ -21,6 +21,9 @@ Write a trained run in a format other tools read.
                        the run's config as JSON in the file's metadata. The file alone is a model:
                        `pixdiff sample --ckpt FILE.safetensors` and pixdiff.load("FILE.safetensors")
                        read it (bit-identical samples to the run). No optimizer state.
+  safetensors-posthoc  --sigma-rel S --out FILE.safetensors: the EMA of relative width S
+                       reconstructed after training from the run's post-hoc EMA snapshots
+                       (train with --posthoc-ema 0.05 0.1; Karras et al. 2024, docs/posthoc_ema.md).
   diffusers-scheduler  --out DIR: DIR/scheduler_config.json, a diffusers DDPMScheduler with the
                        run's discrete training chain (linear β, squaredcos_cap_v2, or trained_betas)
                        and its prediction type. A continuous-time schedule needs --timesteps T.
@@ -31,6 +34,7 @@ Not exportable: the networks as diffusers classes. pixdiff's ADM U-Net and U-ViT
 continuous logSNR and are not diffusers UNet2DModel blocks; docs/interop.md has the details.
 
   pixdiff export --ckpt runs/digits --format safetensors-ema --out digits.safetensors
+  pixdiff export --ckpt runs/digits --format safetensors-posthoc --sigma-rel 0.08 --out ema-0.08.safetensors
   pixdiff export --ckpt runs/ddpm --format diffusers-scheduler --out exported/scheduler
 """
 
@@ -43,6 +47,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="FILE.safetensors, or a folder for diffusers-scheduler")
     p.add_argument("--timesteps", type=int, default=None, metavar="T",
                    help="diffusers-scheduler of a continuous-time schedule: tabulate ᾱ at t = i/T, i = 1..T")
+    p.add_argument("--sigma-rel", type=float, default=None, metavar="S",
+                   help="safetensors-posthoc: the EMA width σ_rel to reconstruct (EDM2's range: 0.01-0.25)")
     p.set_defaults(func=run)
     return p
 
@@ -50,12 +56,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pixdiff import export
 
+    if (args.sigma_rel is None) == (args.format == "safetensors-posthoc"):
+        raise PixdiffError("--format safetensors-posthoc needs --sigma-rel, and --sigma-rel needs that format")
     if args.format.startswith("safetensors"):
         if args.timesteps is not None:
             raise PixdiffError("--timesteps applies to --format diffusers-scheduler only")
         out = check_output(args.out, (".safetensors",))
         with writing(out):
-            export.export_weights(args.ckpt, out, weights=args.format.split("-")[1])
+            if args.format == "safetensors-posthoc":
+                from pixdiff import posthoc_ema
+
+                posthoc_ema.export_posthoc(args.ckpt, args.sigma_rel, out)
+            else:
+                export.export_weights(args.ckpt, out, weights=args.format.split("-")[1])
     else:
         out_dir = check_output_dir(args.out)
         with writing(out_dir):
