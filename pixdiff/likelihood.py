@@ -69,11 +69,17 @@ def _dims(x: torch.Tensor) -> int:
 
 def vlb_bpd(denoiser, x: torch.Tensor, schedule: DiscreteSchedule, generator: torch.Generator | None = None,
             cond=None, decoder: Literal["discretized", "gaussian"] = "discretized",
-            fixed_variance: Literal["small", "large"] = "small") -> VLBResult:
+            fixed_variance: Literal["small", "large"] = "small", clip_denoised: bool | None = None) -> VLBResult:
     """IDDPM's L_vlb (Nichol & Dhariwal 2021) of each example in bits/dim, summed over every step
     of ``schedule``.
     One z_k ~ q(z_k | x) per step; the learned variance is used when the denoiser has one, else
-    ``fixed_variance``. ``decoder='gaussian'`` is the continuous decoder for data with a density."""
+    ``fixed_variance``. ``decoder='gaussian'`` is the continuous decoder for data with a density.
+    ``clip_denoised`` (default: with the discretised decoder, whose data lie in [−1, 1]) clips x̂ to
+    [−1, 1] before forming p(z_{k−1} | z_k), as IDDPM's evaluation does (its ``calc_bpd_loop``): still
+    a bound (any reverse mean is), and without it an ε-model's x̂ = (z − σ ε̂)/α magnifies small
+    errors by σ/α at the noisy end of the chain."""
+    if clip_denoised is None:
+        clip_denoised = decoder == "discretized"
     if not isinstance(schedule, DiscreteSchedule):
         raise PixdiffError("vlb_bpd sums over a discrete chain; pass a DiscreteSchedule (e.g. schedules.get('linear_discrete'))")
     check_images(x, check_range=decoder == "discretized")
@@ -85,7 +91,8 @@ def vlb_bpd(denoiser, x: torch.Tensor, schedule: DiscreteSchedule, generator: to
             lam = schedule.logsnr_table[steps - 1]
             z = process.diffuse(x, lam, randn_like(x, generator))
             out = predict(denoiser, z, lam, cond)
-            term = vlb.vlb_term(x, z, out.x_hat, steps, schedule, out.var_interp, decoder, fixed_variance)
+            x_hat = out.x_hat.clamp(-1.0, 1.0) if clip_denoised else out.x_hat
+            term = vlb.vlb_term(x, z, x_hat, steps, schedule, out.var_interp, decoder, fixed_variance)
             terms[:, k - 1] = term.to(_F64).flatten(1).sum(1)
         prior = vlb.prior_kl(x.to(_F64), schedule.logsnr_table[-1]).flatten(1).sum(1)
     to_bpd = 1.0 / (D * _LN2)
