@@ -9,7 +9,7 @@ TORCH   ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all lint bench evidence clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,17 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Issue 16's studies at CPU scale, one after another (hours on 2 cores; each resumes where it stopped:
+# runs and scores are kept under runs/evidence/). Pages go to docs/evidence/. SCALE=gpu for a GPU.
+SCALE ?= cpu
+evidence: $(STAMP)
+	$(BIN)/python experiments/evidence_samplers.py --scale $(SCALE)
+	$(BIN)/python experiments/evidence_training.py --scale $(SCALE) --claims 5,1
+	$(BIN)/python experiments/evidence_ema.py --scale $(SCALE)
+	$(BIN)/python experiments/evidence_architecture.py --scale $(SCALE)
+	$(BIN)/python experiments/evidence_variance.py --scale $(SCALE)
+	$(BIN)/python experiments/evidence_sigmoid.py --scale $(SCALE)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
