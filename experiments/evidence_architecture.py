@@ -25,7 +25,6 @@ not above, or above only within the seed spread: inconclusive); (3) vs (4) must 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -117,7 +116,7 @@ def _page(scale, s, size, steps, out_dir):
                     f"{ec.fmt(r['fd'])} | {ec.fmt(r['precision'])} | {ec.fmt(r['recall'])} | {ec.fmt(r['acc'])} |")
     v, reason = verdict(s[UNET]["fd"], s[MATCHED]["fd"], s[PATCH1]["fd"], s[PATCH2]["fd"], scale.name == "smoke")
     short = {UNET: "U-Net", MATCHED: "U-ViT (matched)", PATCH1: "U-ViT p=1", PATCH2: "U-ViT p=2"}
-    plot = ex.plot(out_dir / "architecture.png",
+    plot = ec.plot(out_dir / "architecture.png",
                    {short[k]: ([size[k]["flops"] / 1e9], [s[k]["fd"]["mean"]], [s[k]["fd"]["std"]]) for k in s},
                    "GFLOPs per forward pass", "Fréchet distance (digits features)", logx=True, annotate=True)
     how = (f"v-prediction, sigmoid weighting (the library's defaults); sampled with Heun, {steps} steps "
@@ -139,15 +138,7 @@ def _page(scale, s, size, steps, out_dir):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", default="cpu", choices=sorted(ec.SCALES))
-    ap.add_argument("--runs", type=Path, default=ec.ROOT / "runs" / "evidence", help="where the trained runs live")
-    ap.add_argument("--out-dir", type=Path, default=ec.DOCS, help="where the pages go (default docs/evidence)")
-    args = ap.parse_args(argv)
-    scale = ec.SCALES[args.scale]
-    run_study(scale, ec.runs_root(args.runs, scale), args.out_dir)
-    print(f"wrote {args.out_dir}")
-    return 0
+    return ec.main(__doc__, run_study, argv)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ and at the sampling cost stated in its row (network evaluations, NFE).
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -175,3 +176,54 @@ def save_json(path: Path, obj) -> None:
 
 def isfinite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The flags every study takes: --scale, --runs, --out-dir (a script adds its own)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--scale", default="cpu", choices=sorted(SCALES))
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "evidence", help="where the trained runs live")
+    ap.add_argument("--out-dir", type=Path, default=DOCS, help="where the pages go (default docs/evidence)")
+    return ap
+
+
+def scale_and_runs(args: argparse.Namespace) -> tuple[Scale, Path]:
+    scale = SCALES[args.scale]
+    return scale, runs_root(args.runs, scale)
+
+
+def main(doc: str, study, argv=None) -> int:
+    """Parse the common flags and run ``study(scale, runs, out_dir)``."""
+    args = parser(doc).parse_args(argv)
+    study(*scale_and_runs(args), args.out_dir)
+    print(f"wrote {args.out_dir}")
+    return 0
+
+
+def plot(path: Path, series: dict, xlabel: str, ylabel: str, logx: bool = False, annotate: bool = False) -> str | None:
+    """{label: (xs, means, stds)} as error bars; returns the file name (for the page) or None
+    without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(5.4, 3.6))
+    for label, (xs, means, stds) in series.items():
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+        if annotate:
+            for x, y in zip(xs, means):
+                ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if not annotate:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name

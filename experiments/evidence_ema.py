@@ -19,7 +19,6 @@ always at smoke scale.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -196,15 +195,7 @@ def _plot(path: Path, s: dict, trad_sigma_rel: float) -> str | None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", default="cpu", choices=sorted(ec.SCALES))
-    ap.add_argument("--runs", type=Path, default=ec.ROOT / "runs" / "evidence")
-    ap.add_argument("--out-dir", type=Path, default=ec.DOCS)
-    args = ap.parse_args(argv)
-    scale = ec.SCALES[args.scale]
-    claim_ema_length(scale, ec.runs_root(args.runs, scale), args.out_dir)
-    print(f"wrote {args.out_dir}")
-    return 0
+    return ec.main(__doc__, claim_ema_length, argv)
 
 
 if __name__ == "__main__":

@@ -74,35 +74,6 @@ def heun_score(run: Path, scale: ec.Scale, steps: int) -> dict:
                            pipe.sample, scale.n, None, "heun", steps, seed=10_000)
 
 
-def plot(path: Path, series: dict, xlabel: str, ylabel: str, logx: bool = False, annotate: bool = False) -> str | None:
-    """{label: (xs, means, stds)} as error bars; returns the file name (for the page) or None
-    without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, ax = plt.subplots(figsize=(5.4, 3.6))
-    for label, (xs, means, stds) in series.items():
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
-        if annotate:
-            for x, y in zip(xs, means):
-                ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if not annotate:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
-
-
 def protocol(scale: ec.Scale, data: str, network: str, how: str, script: str, rule: str = RULE) -> list[str]:
     return [f"data: {data}, class-conditional, label dropout 0.1",
             f"network: {network}; {scale.images:,} images per run (batch {scale.batch}), EMA weights; {how}",

@@ -17,7 +17,6 @@ Each training seed trains the class-conditional digits model (tiny preset, 24k i
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -81,29 +80,6 @@ def run_study(scale: ec.Scale, runs: Path, out_dir: Path) -> dict:
     return s
 
 
-def _plot(path: Path, series: dict, xlabel: str, ylabel: str, logx: bool = False) -> str | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    for label, (xs, means, stds) in series.items():
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
-
-
 def _fd_series(s: dict, names: dict[str, str], xs) -> dict:
     """{label: (xs, mean FD, std FD)} of the samplers ``names`` (label -> key of ``s``) for the plot."""
     return {label: (list(xs), [s[n][k]["fd"]["mean"] for k in xs], [s[n][k]["fd"]["std"] for k in xs])
@@ -128,7 +104,7 @@ def _page_ddim(scale, s, steps, protocol, out_dir):
     else:
         verdict, reason = "not reproduced", (f"DDIM better at {few} steps beyond the seed spread: {better_few}; "
                                              f"gap {gap[few]:.3g} at {few} → {gap[many]:.3g} at {many} steps")
-    plot = _plot(out_dir / "ddim_vs_ddpm.png", _fd_series(s, {"DDIM": "ddim", "DDPM": "ddpm"}, steps),
+    plot = ec.plot(out_dir / "ddim_vs_ddpm.png", _fd_series(s, {"DDIM": "ddim", "DDPM": "ddpm"}, steps),
                  "sampling steps (NFE)", "Fréchet distance (digits features)", logx=True)
     ec.write_page("ddim_vs_ddpm", "DDIM vs DDPM across step counts",
                   "deterministic DDIM (η = 0) gives better samples than ancestral DDPM at few steps, and the two "
@@ -150,7 +126,7 @@ def _page_heun(scale, s, steps, protocol, out_dir):
     else:
         verdict, reason = ("not reproduced" if not wins else "inconclusive",
                            f"Heun better beyond the seed spread only at NFE {wins} of {nfes}")
-    plot = _plot(out_dir / "heun_vs_euler.png", _fd_series(s, {"Heun": "heun", "Euler": "euler"}, nfes),
+    plot = ec.plot(out_dir / "heun_vs_euler.png", _fd_series(s, {"Heun": "heun", "Euler": "euler"}, nfes),
                  "network evaluations (NFE)", "Fréchet distance (digits features)", logx=True)
     ec.write_page("heun_vs_euler", "Heun vs Euler at equal network evaluations",
                   "Heun's second-order step gives better samples than Euler's at the same number of network "
@@ -183,7 +159,7 @@ def _page_guidance(scale, s, ws, intervals, protocol, out_dir):
                                          f"({everywhere['recall']['mean']:.3f})")
     else:
         verdict, reason = "not reproduced", f"trade-off seen: {trade}; interval keeps more recall: {interval_helps}"
-    plot = _plot(out_dir / "guidance_tradeoff.png",
+    plot = ec.plot(out_dir / "guidance_tradeoff.png",
                  {m: (list(ws), [s["w"][w][m]["mean"] for w in ws], [s["w"][w][m]["std"] for w in ws])
                   for m in ("precision", "recall", "acc")}, "guidance weight w", "score")
     ec.write_page("guidance_tradeoff", "Classifier-free guidance: fidelity vs diversity, and the guidance interval",
@@ -194,15 +170,7 @@ def _page_guidance(scale, s, ws, intervals, protocol, out_dir):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", default="cpu", choices=sorted(ec.SCALES))
-    ap.add_argument("--runs", type=Path, default=ec.ROOT / "runs" / "evidence", help="where the trained runs live")
-    ap.add_argument("--out-dir", type=Path, default=ec.DOCS, help="where the pages go (default docs/evidence)")
-    args = ap.parse_args(argv)
-    scale = ec.SCALES[args.scale]
-    run_study(scale, ec.runs_root(args.runs, scale), args.out_dir)
-    print(f"wrote {args.out_dir}")
-    return 0
+    return ec.main(__doc__, run_study, argv)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ interaction: per seed, Δ_r = FD(b = −2) − FD(b = +2); the claim predicts Δ
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -127,7 +126,7 @@ def _page(scale, s, sd, lo, hi, steps, warmup, table, out_dir):
     rows += [f"| {r}×{r} | {ec.fmt(sd[r])} |" for r in (lo, hi)]
     v, reason = verdict(sd[lo], sd[hi], s[f"v-mse, cosine @ {hi}"]["fd"], s[f"v-mse, shifted cosine @ {hi}"]["fd"],
                         scale.name == "smoke")
-    plot = ex.plot(out_dir / "sigmoid_bias_schedule.png",
+    plot = ec.plot(out_dir / "sigmoid_bias_schedule.png",
                    {f"{r}×{r}": (list(BIASES), [s[f"bias {b:+g} @ {r}"]["fd"]["mean"] for b in BIASES],
                                  [s[f"bias {b:+g} @ {r}"]["fd"]["std"] for b in BIASES]) for r in (lo, hi)},
                    "sigmoid bias b", "Fréchet distance (digits features)")
@@ -148,20 +147,17 @@ def _page(scale, s, sd, lo, hi, steps, warmup, table, out_dir):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", default="cpu", choices=sorted(ec.SCALES))
+    ap = ec.parser(__doc__)
     ap.add_argument("--resolutions", default=None,
                     help="LO,HI digit sides with HI = 2·LO, each 8, 16 or 32 (default: half the scale's and the scale's)")
-    ap.add_argument("--runs", type=Path, default=ec.ROOT / "runs" / "evidence", help="where the trained runs live")
-    ap.add_argument("--out-dir", type=Path, default=ec.DOCS, help="where the pages go (default docs/evidence)")
     args = ap.parse_args(argv)
-    scale = ec.SCALES[args.scale]
+    scale, runs = ec.scale_and_runs(args)
     res = None
     if args.resolutions:
         res = tuple(int(v) for v in args.resolutions.split(","))
         if len(res) != 2 or res[1] != 2 * res[0] or not set(res) <= {8, 16, 32}:
             ap.error("--resolutions takes LO,HI with HI = 2·LO from 8, 16, 32 (e.g. 16,32)")
-    run_study(scale, ec.runs_root(args.runs, scale), args.out_dir, res)
+    run_study(scale, runs, args.out_dir, res)
     print(f"wrote {args.out_dir}")
     return 0
 

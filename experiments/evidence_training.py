@@ -19,7 +19,6 @@ uniform-t grid (50 steps), from t_max = 1 and 0.8. Claim 5 samples every model w
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -129,14 +128,10 @@ def _protocol(scale: ec.Scale, how: str) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", default="cpu", choices=sorted(ec.SCALES))
+    ap = ec.parser(__doc__)
     ap.add_argument("--claims", default="1,5", help="comma-separated: 1 (schedules), 5 (parameterisation)")
-    ap.add_argument("--runs", type=Path, default=ec.ROOT / "runs" / "evidence")
-    ap.add_argument("--out-dir", type=Path, default=ec.DOCS)
     args = ap.parse_args(argv)
-    scale = ec.SCALES[args.scale]
-    runs = ec.runs_root(args.runs, scale)
+    scale, runs = ec.scale_and_runs(args)
     claims = {c.strip() for c in args.claims.split(",")}
     if "1" in claims:
         claim_schedules(scale, runs, args.out_dir)

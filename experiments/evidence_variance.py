@@ -20,7 +20,6 @@ computes them; the ODE depends on the mean only, so both rows of the L_simple mo
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -147,7 +146,7 @@ def _page(scale: ec.Scale, s: dict, cfg: dict, nfe: list, out_dir: Path) -> None
         rows.append(f"| {model} | {row.split(', ', 1)[1]} | {' | '.join(cells)} | {ec.fmt(r['vlb'])} | "
                     f"{ec.fmt(r['ode'])} |")
     v, reason = verdict(s, steps, scale.name == "smoke")
-    plot = ex.plot(out_dir / "learned_variance.png",
+    plot = ec.plot(out_dir / "learned_variance.png",
                    {row: (list(steps), [s[row][f"fd@{k}"]["mean"] for k in steps],
                           [s[row][f"fd@{k}"]["std"] for k in steps]) for row in ROWS},
                    "DDPM sampling steps (NFE)", "Fréchet distance (digits features)")
@@ -170,15 +169,7 @@ def _page(scale: ec.Scale, s: dict, cfg: dict, nfe: list, out_dir: Path) -> None
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", default="cpu", choices=sorted(ec.SCALES))
-    ap.add_argument("--runs", type=Path, default=ec.ROOT / "runs" / "evidence", help="where the trained runs live")
-    ap.add_argument("--out-dir", type=Path, default=ec.DOCS, help="where the pages go (default docs/evidence)")
-    args = ap.parse_args(argv)
-    scale = ec.SCALES[args.scale]
-    run_study(scale, ec.runs_root(args.runs, scale), args.out_dir)
-    print(f"wrote {args.out_dir}")
-    return 0
+    return ec.main(__doc__, run_study, argv)
 
 
 if __name__ == "__main__":
