@@ -77,6 +77,7 @@ def train_digits(out: Path, seed: int, scale: Scale, **loss_and_model) -> Path:
     cfg.run.images, cfg.run.seed = scale.images, seed
     cfg.run.ckpt_every_images = max(scale.images // 4, scale.batch)  # a stopped study loses at most a quarter run
     cfg.run.log_every_images = max(scale.images // 20, scale.batch)
+    cfg.run.final_grid = False  # every study samples its runs itself
     train(cfg, out, resume=done is not None, progress=False)
     return out
 

@@ -187,6 +187,8 @@ class RunConfig:
     log_every_images: int = _f(2_000, "log interval in images", flag="log-every")
     ckpt_every_images: int = _f(20_000, "checkpoint interval in images (0 = only at the end)", flag="ckpt-every")
     sample_every_images: int = _f(0, "sample-grid interval in images (0 = only at the end)", flag="sample-every")
+    final_grid: bool = _f(True, "write OUT/samples.png, a 10×10 grid from the EMA weights, when training ends "
+                                "(--no-final-grid: skip it, e.g. in sweeps that sample the run themselves)")
     keep: int = _f(3, "checkpoints kept")
     log: Literal["none", "tensorboard", "wandb"] = _f("none", "experiment tracking beside RUN/log.jsonl: "
                                                               "tensorboard (RUN/tensorboard) or wandb (offline)")
@@ -313,7 +315,7 @@ def _migrate(d: dict) -> dict:
 RESUME_MAY_CHANGE = {"run.images", "run.log_every_images", "run.ckpt_every_images", "run.sample_every_images",
                      "run.keep", "run.max_nan_steps", "optim.decay_images", "run.log", "run.eval_every_images",
                      "run.eval_n", "run.eval_features", "run.eval_inception_weights", "run.keep_best", "run.fsdp",
-                     "data.workers", "optim.posthoc_every_images"}
+                     "data.workers", "optim.posthoc_every_images", "run.final_grid"}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

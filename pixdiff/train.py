@@ -416,7 +416,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, progress: bool, device) ->
         dist.barrier()
     if st.rank == 0:
         plot_loss_curve(out / "log.jsonl", out / "loss.png")
-        if len(ds.shape) == 3 and stop.signal is None and not r.fsdp:
+        if r.final_grid and len(ds.shape) == 3 and stop.signal is None and not r.fsdp:
             write_sample_grid(st.denoiser, st.ema, ds, st.num_classes, out / "samples.png", r.seed)
     return last_ckpt if last_ckpt is not None else out
 

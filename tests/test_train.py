@@ -34,6 +34,17 @@ def _final_weights(run):
 
 
 
+def test_no_final_grid_skips_only_the_sample_grid(tmp_path):
+    run = tmp_path / "run"
+    assert main(_train_args(run, steps=2, extra=("--no-final-grid",))) == 0
+    assert (run / "loss.png").exists() and not (run / "samples.png").exists()
+    assert ckpt_io.load(run).state["images"] == 16
+    assert main(_train_args(run, steps=3, extra=("--resume",))) == 0  # a resume keeps the run's choice
+    assert not (run / "samples.png").exists()
+    assert main(_train_args(run, steps=4, extra=("--resume", "--final-grid"))) == 0  # and may change it
+    assert (run / "samples.png").exists()
+
+
 def test_train_sample_info_end_to_end(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(_train_args(run)) == 0
