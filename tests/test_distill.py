@@ -212,6 +212,63 @@ def test_pd_target_of_a_constant_teacher_is_that_constant():
 # --- moment matching -------------------------------------------------------------------------------------
 
 
+class _Linear(torch.nn.Module):
+    """g_θ(z) = θ z with one scalar θ: every Alg. 3 quantity by hand."""
+
+    def __init__(self, theta):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.tensor(theta, dtype=F64))
+
+    def forward(self, z, lam, cond=None):
+        return self.theta * z
+
+
+def test_moment_parameter_space_hand_case():
+    """Salimans et al. 2024, Alg. 3 on g_θ(z) = θ z: g = ∇_θ mean ‖x̃ − θ z‖² = mean −2 zᵀ(x̃ − θ z), and
+    the surrogate's value −2/n Σ x̃ᵀ (J_θ v) = −2/n Σ x̃ᵀ z v."""
+    from pixdiff.distill.moment import parameter_loss, teacher_loss_grad
+
+    m = _Linear(0.5)
+    params = {"theta": m.theta.detach()}
+    x = torch.tensor([[1.0, -2.0], [0.5, 0.0]], dtype=F64)
+    z = torch.tensor([[2.0, 1.0], [-1.0, 3.0]], dtype=F64)
+    lam = torch.zeros(2, dtype=F64)
+    g = teacher_loss_grad(m, params, x, z, lam)
+    by_hand = (-2 * (2 * (1 - 1.0) + 1 * (-2 - 0.5)) + -2 * (-1 * (0.5 + 0.5) + 3 * (0 - 1.5))) / 2
+    assert float(g["theta"]) == pytest.approx(by_hand, rel=1e-14)  # = 7.0
+    xt = x.clone().requires_grad_(True)
+    val = parameter_loss(m, params, {"theta": torch.tensor(0.3, dtype=F64)}, xt, z, lam)
+    assert float(val.detach()) == pytest.approx(-2 / 2 * 0.3 * float((x * z).sum()), rel=1e-14)
+    val.backward()
+    assert torch.allclose(xt.grad, -2 / 2 * 0.3 * z)
+
+
+def test_moment_parameter_space_gradient_is_the_double_backward_of_v_dot_grad():
+    """The surrogate's gradient in x̃ equals ∂/∂x̃ [vᵀ ∇_θ ℓ(θ; x̃, z)] computed by double backward
+    through a real network: the identity ∇_x̃ (vᵀ ∇_θ ℓ) = −2 J_θ v that Alg. 3's implementation uses."""
+    from torch.func import functional_call
+
+    from pixdiff.distill.moment import parameter_loss
+    from pixdiff.nets.mlp import MLP, MLPConfig
+
+    torch.manual_seed(0)
+    net = MLP(MLPConfig(in_channels=2, hidden=16, blocks=1))  # float32 (its λ embedding is)
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    v = {k: torch.randn_like(p) for k, p in params.items()}
+    x = torch.randn(5, 2, requires_grad=True)
+    z, lam = torch.randn(5, 2), torch.linspace(-2, 2, 5)
+    parameter_loss(net, params, v, x, z, lam).backward()
+    ours = x.grad.clone()
+
+    x2 = x.detach().clone().requires_grad_(True)
+    p2 = {k: p.clone().requires_grad_(True) for k, p in params.items()}
+    loss = (x2 - functional_call(net, p2, (z, lam))).pow(2).sum(1).mean()
+    grads = torch.autograd.grad(loss, list(p2.values()), create_graph=True)
+    vdot = sum((gk * v[k]).sum() for gk, k in zip(grads, p2))
+    (exact,) = torch.autograd.grad(vdot, x2)
+    assert torch.allclose(ours, exact, rtol=1e-5, atol=1e-6) and exact.abs().max() > 1e-2
+
+
 def test_moment_losses_and_posterior_sample_hand_case():
     from pixdiff.distill.moment import aux_loss, generator_loss, posterior_sample
 
@@ -387,6 +444,33 @@ def test_cli_genie_run_samples_with_ttm2_and_with_any_teacher_sampler(tmp_path, 
     for extra in ([], ["--sampler", "heun", "--steps", "5"]):
         assert main(["sample", "--ckpt", str(out), "--out", str(tmp_path / "x.npz"), "--n", "20", *extra]) == 0
         assert np.isfinite(np.load(tmp_path / "x.npz")["samples"]).all()
+
+
+def test_moment_parameter_space_runs_from_a_teacher_run_resumes_and_refuses_a_toy(tmp_path):
+    import pixdiff
+    from pixdiff.config import TrainConfig
+    from pixdiff.train import train
+
+    cfg = TrainConfig()
+    cfg.data.name, cfg.model.preset = "mixture", "mlp"
+    cfg.model.overrides = {"hidden": 32, "blocks": 1}
+    cfg.loss.bias = 0.0
+    cfg.optim.batch, cfg.run.images, cfg.run.ckpt_every_images = 64, 64 * 30, 64 * 30
+    train(cfg, tmp_path / "teacher", progress=False)
+    kw = dict(steps=2, batch=64, log_every=5, options={"variant": "parameter", "fit_fraction": 0.0})
+    make = lambda: DistillConfig("moment", str(tmp_path / "teacher"), images=64 * 12, **kw)  # noqa: E731
+    distill(make(), tmp_path / "full", progress=False)
+    distill(make(), tmp_path / "cut", progress=False, stop_at=64 * 8)
+    distill(make(), tmp_path / "cut", resume=True, progress=False)
+    a, b = _tensors(tmp_path / "full"), _tensors(tmp_path / "cut")
+    assert any(k.startswith("o.extra.nu.") for k in a) and a.keys() == b.keys()  # Λ's estimate is carried over
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    x = pixdiff.load(tmp_path / "full", device="cpu").points(50, 2, seed=0)
+    assert x.shape == (50, 2) and torch.isfinite(x).all()
+    from pixdiff.errors import PixdiffError
+
+    with pytest.raises(PixdiffError, match="needs a teacher run"):
+        distill(DistillConfig("moment", "mixture", images=64, **kw), tmp_path / "toy", progress=False)
 
 
 def test_cli_refuses_unknown_method_option(tmp_path, capsys):
