@@ -90,15 +90,20 @@ def test_ema_codebook_update_on_a_hand_case():
 # --------------------------------------------------------------------------------------- PixelCNN
 
 
-def test_pixelcnn_output_at_pixel_i_depends_on_pixels_before_i_only():
+@pytest.mark.parametrize("output,cond_map,v_residual,classes", [
+    ("softmax", 0, False, 3), ("softmax", 2, True, 3), ("logistic", 0, False, 3), ("logistic", 2, True, 3),
+    ("logistic", 2, True, 0)])
+def test_pixelcnn_output_at_pixel_i_depends_on_pixels_before_i_only(output, cond_map, v_residual, classes):
     from pixdiff.baselines.pixelcnn import build
 
     torch.manual_seed(0)
-    m = build({"channels": 8, "layers": 4, "kernel": 3, "embed": 4}, (1, 6, 6), 3)
+    m = build({"channels": 8, "layers": 4, "kernel": 3, "embed": 4, "cond_map": cond_map, "output": output,
+               "mixtures": 3, "v_residual": v_residual}, (1, 6, 6), classes)
     x = torch.rand(1, 1, 6, 6, requires_grad=True)
+    y = torch.tensor([1]) if classes else None
     for i in (0, 1, 7, 14, 21, 35):  # raster index
         r, c = divmod(i, 6)
-        out = m.logits(x, torch.tensor([1]))[0, :, 0, r, c].square().sum()
+        out = m(x, y)[0, :, r, c].square().sum()  # every parameter of p(x_i | x_<i, y): logits or mixture
         (g,) = torch.autograd.grad(out, x)
         dep = (g[0, 0].flatten() != 0).tolist()
         assert not any(dep[i:]), f"pixel {i} sees pixels at or after itself: {[j for j in range(i, 36) if dep[j]]}"
@@ -111,11 +116,84 @@ def test_pixelcnn_output_at_pixel_i_depends_on_pixels_before_i_only():
 def test_pixelcnn_bits_per_dim_of_a_uniform_softmax_is_8():
     from pixdiff.baselines.pixelcnn import build
 
-    m = build({"channels": 8, "layers": 2, "kernel": 3, "embed": 4}, (1, 4, 4), 0)
+    m = build({"channels": 8, "layers": 2, "kernel": 3, "embed": 4, "output": "softmax"}, (1, 4, 4), 0)
     torch.nn.init.zeros_(m.head[-1].weight)
     torch.nn.init.zeros_(m.head[-1].bias)
     x = torch.rand(3, 1, 4, 4) * 2 - 1
     torch.testing.assert_close(m.bits_per_dim(x), torch.full((3,), 8.0))  # log2 256
+
+
+def _sigmoid(t):
+    return 1.0 / (1.0 + math.exp(-t))
+
+
+def test_discretised_logistic_mixture_on_hand_cases_at_both_edges_and_inside():
+    from pixdiff.baselines.pixelcnn import logistic_mixture_log_prob
+
+    def p(levels, logit_pi, mean, log_scale):
+        t = lambda v: torch.tensor(v, dtype=torch.float64)[:, None]  # noqa: E731  [K, 1]: components × levels
+        return logistic_mixture_log_prob(t(logit_pi), t(mean), t(log_scale), torch.tensor(levels), dim=0).exp()
+
+    # one logistic, μ = 0, s = 0.1: level l at x = l / 127.5 − 1 owns [x − 1/255, x + 1/255]
+    got = p([0, 128, 255], [0.0], [0.0], [math.log(0.1)]).tolist()
+    x = 128 / 127.5 - 1
+    want = [_sigmoid((-1 + 1 / 255) / 0.1),                                # level 0: all mass below its upper edge
+            _sigmoid((x + 1 / 255) / 0.1) - _sigmoid((x - 1 / 255) / 0.1),  # inside: the bin
+            1 - _sigmoid((1 - 1 / 255) / 0.1)]                             # level 255: all mass above its lower edge
+    assert got == pytest.approx(want, rel=1e-12)
+    # two logistics, π = softmax(0, ln 3) = (1/4, 3/4), (μ, s) = (−0.5, 0.2) and (0.6, 0.05)
+    def one(lv, mu, s):
+        xl = lv / 127.5 - 1
+        up = 1.0 if lv == 255 else _sigmoid((xl + 1 / 255 - mu) / s)
+        lo = 0.0 if lv == 0 else _sigmoid((xl - 1 / 255 - mu) / s)
+        return up - lo
+    levels = [0, 1, 64, 203, 254, 255]
+    got = p(levels, [0.0, math.log(3.0)], [-0.5, 0.6], [math.log(0.2), math.log(0.05)]).tolist()
+    want = [0.25 * one(lv, -0.5, 0.2) + 0.75 * one(lv, 0.6, 0.05) for lv in levels]
+    assert got == pytest.approx(want, rel=1e-10)
+
+
+@pytest.mark.parametrize("mean,log_scale", [(0.0, -1.0), (-1.0, -7.0), (0.999, -7.0), (2.5, 0.0), (-3.0, 3.0),
+                                            (0.3, 8.0)])
+def test_discretised_logistic_mixture_probabilities_sum_to_1(mean, log_scale):
+    from pixdiff.baselines.pixelcnn import logistic_mixture_log_prob
+
+    g = torch.Generator().manual_seed(0)
+    k = 4  # a mixture: the given component and three random ones
+    mu = torch.cat([torch.tensor([mean], dtype=torch.float64), torch.randn(k - 1, generator=g, dtype=torch.float64)])
+    ls = torch.cat([torch.tensor([log_scale], dtype=torch.float64), torch.randn(k - 1, generator=g, dtype=torch.float64) - 3])
+    pi = torch.randn(k, generator=g, dtype=torch.float64)
+    for w in (pi, torch.tensor([0.0, -60, -60, -60], dtype=torch.float64)):  # ≈ the given component alone
+        lp = logistic_mixture_log_prob(w[:, None], mu[:, None], ls[:, None], torch.arange(256), dim=0)
+        assert lp.shape == (256,) and bool(torch.isfinite(lp).all())
+        assert abs(lp.exp().sum().item() - 1.0) < 1e-13
+
+
+def test_pixelcnn_logistic_bits_per_dim_is_the_cross_entropy_of_its_256_level_probabilities():
+    from pixdiff.baselines.pixelcnn import build, to_levels
+
+    torch.manual_seed(0)
+    m = build({"channels": 8, "layers": 3, "kernel": 3, "embed": 4, "cond_map": 2, "output": "logistic",
+               "mixtures": 3, "v_residual": True}, (1, 5, 5), 3).double()
+    lv = torch.randint(0, 256, (4, 1, 5, 5))
+    lv[0, 0, 0, :3] = torch.tensor([0, 255, 128])  # both edge levels and an inner one
+    x = lv.double() / 127.5 - 1.0  # 8-bit images
+    y = torch.tensor([0, 1, 2, 1])
+    with torch.no_grad():
+        m.head[-1].bias.mul_(0).add_(torch.linspace(-2, 2, m.head[-1].bias.numel(), dtype=torch.float64))
+        lp = m.log_probs(x, y)  # [n, 256, C, H, W]: every level's probability at every pixel
+        torch.testing.assert_close(lp.exp().sum(1), torch.ones(4, 1, 5, 5, dtype=torch.float64), rtol=0, atol=1e-13)
+        assert torch.equal(to_levels(x), lv)
+        ce = -lp.gather(1, lv[:, None]).flatten(1).sum(1) / (25 * math.log(2.0))
+        torch.testing.assert_close(m.bits_per_dim(x, y), ce, rtol=1e-12, atol=0)
+
+
+def test_pixelcnn_run_saved_before_the_new_fields_loads_as_the_softmax_network():
+    from pixdiff.baselines.pixelcnn import build
+
+    m = build({"channels": 16, "layers": 5, "kernel": 5, "embed": 16}, (1, 16, 16), 10)  # an old net_config
+    assert m.output == "softmax" and m.cmap is None and m.head[-1].out_channels == 256
+    assert sum(p.numel() for p in m.parameters()) == 67728  # the 0.07 M network of the first table
 
 
 # ---------------------------------------------------------------------------------------- MaskGIT
