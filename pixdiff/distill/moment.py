@@ -111,11 +111,12 @@ class MomentMatching(Method):
                 raise PixdiffError("variant=parameter distils one network's loss: it takes no --guidance")
             self.theta = {k: v.detach() for k, v in self.teacher.module.named_parameters()}
             self.nu = {k: torch.zeros_like(v) for k, v in self.theta.items()}  # EMA of g_A² (Λ's estimate)
+        else:
+            self.aux = copy_module(self.student)  # g_φ, trained (requires_grad back on)
+            for p in self.aux.parameters():
+                p.requires_grad_(True)
+            self.aux.train()
         self.fit_steps = int(self.total_steps * float(self.opt["fit_fraction"])) if self.teacher.module is None else 0
-        self.aux = copy_module(self.student)  # g_φ, trained (requires_grad back on)
-        for p in self.aux.parameters():
-            p.requires_grad_(True)
-        self.aux.train()
 
     def params(self):
         aux = list(self.aux.parameters()) if self.variant == "alternating" else []  # Alg. 3 has no auxiliary
@@ -170,16 +171,17 @@ class MomentMatching(Method):
         if self.fit_steps and step + 1 == self.fit_steps:  # the fit is done: student ← its EMA, aux ← student
             with torch.no_grad():
                 self.student.load_state_dict(self.ema)
-                self.aux.load_state_dict(self.student.state_dict())
+                if self.variant == "alternating":
+                    self.aux.load_state_dict(self.student.state_dict())
 
     def extra_tensors(self):
-        out = {f"aux.{k}": v for k, v in self.aux.state_dict().items()}
         if self.variant == "parameter":
-            out.update({f"nu.{k}": v for k, v in self.nu.items()})
-        return out
+            return {f"nu.{k}": v for k, v in self.nu.items()}
+        return {f"aux.{k}": v for k, v in self.aux.state_dict().items()}
 
     def load_extra(self, tensors, state):
-        self.aux.load_state_dict({k[len("aux."):]: v for k, v in tensors.items() if k.startswith("aux.")})
         if self.variant == "parameter":
             for k in self.nu:
                 self.nu[k].copy_(tensors[f"nu.{k}"])
+        else:
+            self.aux.load_state_dict({k[len("aux."):]: v for k, v in tensors.items() if k.startswith("aux.")})
