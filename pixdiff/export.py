@@ -41,7 +41,6 @@ _PREDICTION = {"eps": "epsilon", "v": "v_prediction", "x": "sample", "edm": "eps
 def export_weights(run: str | Path, out: str | Path, weights: str = "ema") -> Path:
     """Write the run's ``weights`` (ema | raw) as one safetensors file with its config in the
     metadata (key ``pixdiff``: config, network config, classes, images seen, source checkpoint)."""
-    from safetensors.torch import save_file
 
     if weights not in ("ema", "raw"):
         raise PixdiffError(f"weights must be 'ema' or 'raw' (got {weights!r})")
@@ -52,9 +51,18 @@ def export_weights(run: str | Path, out: str | Path, weights: str = "ema") -> Pa
     if ck.state.get("kind", "diffusion") != "diffusion":
         raise PixdiffError(f"{ck.path} is a {ck.state['kind']} run; only diffusion runs export to a weights file")
     sd = ck.ema if weights == "ema" else ck.model
-    meta = {"format": WEIGHTS_FORMAT, "weights": weights, "images": ck.state.get("images"),
-            "source": str(ck.path), "config": ck.state["config"], "meta": ck.state["meta"]}
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}
+    return write_weights_file(out, sd, {"weights": weights, "images": ck.state.get("images"), "source": str(ck.path),
+                                        "config": ck.state["config"], "meta": ck.state["meta"]})
+
+
+def write_weights_file(out: str | Path, tensors: dict, meta: dict) -> Path:
+    """The weights file ``read_weights_file`` reads: ``tensors`` with ``meta`` (config, meta, ...) as
+    JSON under the metadata key ``pixdiff``, written atomically."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    meta = {"format": WEIGHTS_FORMAT, **meta}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda p: save_file(tensors, str(p), metadata={"pixdiff": json.dumps(meta)}))
     return out

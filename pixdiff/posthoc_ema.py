@@ -399,10 +399,7 @@ def export_posthoc(run_dir: str | Path, sigma_rel: float, out: str | Path, t_tar
     """Reconstruct ``sigma_rel`` (``reconstruct_run``) and write it as a weights file that
     ``pixdiff.load`` / ``pixdiff sample --ckpt`` read, in ``pixdiff.export``'s format (the run's
     config in the metadata), with a ``posthoc`` record of what was reconstructed."""
-    from safetensors.torch import save_file
-
-    from pixdiff.atomic import atomic_write
-    from pixdiff.export import WEIGHTS_FORMAT
+    from pixdiff.export import write_weights_file
 
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -411,7 +408,6 @@ def export_posthoc(run_dir: str | Path, sigma_rel: float, out: str | Path, t_tar
     snap = info.pop("snapshot")
     if "config" not in snap or "meta" not in snap:
         raise PixdiffError(f"the snapshots in {Path(run_dir) / 'posthoc'} carry no run config; cannot write a model")
-    meta = {"format": WEIGHTS_FORMAT, "weights": "ema", "images": info["images"],
-            "source": str(Path(run_dir) / "posthoc"), "config": snap["config"], "meta": snap["meta"], "posthoc": info}
-    tensors = {k: v.contiguous() for k, v in weights.items()}
-    return atomic_write(out, lambda p: save_file(tensors, str(p), metadata={"pixdiff": json.dumps(meta)}))
+    return write_weights_file(out, weights, {"weights": "ema", "images": info["images"],
+                                             "source": str(Path(run_dir) / "posthoc"), "config": snap["config"],
+                                             "meta": snap["meta"], "posthoc": info})
