@@ -193,6 +193,17 @@ def test_a_config_file_is_the_base_and_typed_flags_override_it(tmp_path):
     assert _print_config("--config", f, "--data", str(tmp_path / "imgs"))["data"]["channels"] == 3
 
 
+def test_new_data_brings_its_own_resolution_and_channels_unless_given():
+    """`--data photos` trains at the photos' documented 32×32 RGB, not digits' 16×16 (a regression: the
+    resolution stayed at the digits default), for diffusion and baseline families alike."""
+    for fam in ((), ("--family", "gan")):
+        d = _print_config(*fam, "--data", "photos")["data"]
+        assert (d["resolution"], d["channels"]) == (32, 3)
+        d = _print_config(*fam, "--data", "photos", "--resolution", "16")["data"]
+        assert (d["resolution"], d["channels"]) == (16, 3)
+    assert _print_config("--data", "digits")["data"]["resolution"] == 16
+
+
 def test_resume_without_config_starts_from_the_saved_config(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

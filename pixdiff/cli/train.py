@@ -93,8 +93,10 @@ def config_from_args(args: argparse.Namespace):
             raise PixdiffError(f"--preset names a diffusion network; a {family} run sets its network with --net KEY=VALUE")
         d["model"]["preset"] = family
     data_typed, model_typed = typed.get("data", {}), typed.get("model", {})
-    if "name" in data_typed and "channels" not in data_typed:
-        d["data"]["channels"] = None  # follows the new data: 1 for digits and points, 3 for folders
+    if "name" in data_typed:  # shape fields not given follow the new data (DataConfig's defaults)
+        for k in ("resolution", "channels"):
+            if k not in data_typed:
+                d["data"][k] = None  # resolution: photos 32, a folder 64, a prepared set its own; channels: 1 or 3
     if d["data"]["name"] in TOYS:  # 2-D points: an MLP, and no per-resolution sigmoid bias
         if "preset" not in model_typed and nets.preset_config(d["model"]["preset"]).kind != "mlp":
             d["model"]["preset"] = "mlp"
