@@ -1,5 +1,5 @@
-"""Score trained runs for docs/baselines.md: FD, KID, precision/recall, class accuracy (digits
-features and classifier, pixdiff.metrics), bits/dim where the family has a likelihood, training
+"""Score trained runs for docs/baselines.md: FD, KID, precision/recall, class accuracy (the run's
+data's own feature network and classifier — digits or photos — pixdiff.metrics), bits/dim where the family has a likelihood, training
 time (the trainer's own clock, RUN's checkpoint state / log) and sampling time per image, plus a
 10×10 grid (row = class).
 
@@ -74,7 +74,10 @@ def main(argv=None) -> int:
     images, labels = pipe.sample(args.n, None, args.sampler, args.steps, 0.0, args.seed)
     res["sample_seconds_per_image"] = (time.perf_counter() - t0) / args.n
     res["sampler"], res["steps"] = args.sampler, args.steps
-    ev = evaluate_images(images, labels, metrics=("fd", "kid", "pr", "acc"), seed=0)
+    # each embedded dataset is scored with its own shipped feature network and classifier
+    data = str(ck.state["config"]["data"]["name"])
+    res["data"] = data
+    ev = evaluate_images(images, labels, ref=data, metrics=("fd", "kid", "pr", "acc"), features=data, seed=0)
     m = ev["metrics"]
     res.update({"n": args.n, "fd": m["fd"]["fd"], "kid": m["kid"]["mean"], "kid_std": m["kid"]["std"],
                 "precision": m["pr"]["precision"], "recall": m["pr"]["recall"], "accuracy": m["acc"]["accuracy"]})
@@ -89,7 +92,7 @@ def main(argv=None) -> int:
         r = checkpoint_nll(args.run, None, "test", args.nll_n, "elbo", 0, "ema", batch=50, num_t=32)
         res["bits_per_dim"], res["bits_per_dim_ci95"] = r["bits_per_dim"], r["ci95"]
         res["bits_per_dim_method"] = f"continuous-time ELBO (n = {args.nll_n}, 32 levels, dequantised)"
-    if args.grid is not None:  # the first 100 samples (classes cycled 0..9), one row per class
+    if args.grid is not None:  # the first 100 samples (classes cycled), sorted by class: one row per digit
         k = min(100, len(images))
         order = sorted(range(k), key=lambda i: (int(labels[i]), i)) if labels is not None else list(range(k))
         g = images[order]

@@ -28,7 +28,7 @@ from pixdiff.datasets import (
     sample_images,
     verify_prepared,
 )
-from pixdiff.datasets.photos import SPLIT_COLUMN, _boxes, photo_crops
+from pixdiff.datasets.photos import SPLIT_COLUMN, crop_boxes, photo_crops
 from pixdiff.errors import PixdiffError
 
 R = 8
@@ -242,7 +242,7 @@ def test_photos_are_deterministic_with_a_spatial_held_out_split():
     again, _, _ = photo_crops.__wrapped__(32, "test")  # recomputed, not the cache
     assert np.array_equal(again, t)
     for p in (0, 1):  # test crops lie wholly right of the split column, train crops wholly left of it
-        tr, te = _boxes(p, "train", 427, 640), _boxes(p, "test", 427, 640)
+        tr, te = crop_boxes(p, "train", 427, 640), crop_boxes(p, "test", 427, 640)
         assert (tr[:, 1] + tr[:, 2] <= SPLIT_COLUMN).all() and (te[:, 1] >= SPLIT_COLUMN).all()
         assert (te[:, 0] + te[:, 2] <= 427).all() and (te[:, 1] + te[:, 2] <= 640).all()
     ds = datasets.load("photos", 32)

@@ -11,7 +11,7 @@ from pixdiff.cli._common import add_device, at_least, check_output, device, note
 from pixdiff.cli._common import seed as seed_type
 from pixdiff.errors import PixdiffError
 from pixdiff.metrics.evaluate import METRICS
-from pixdiff.metrics.extractors import FEATURES
+from pixdiff.metrics.extractors import CLASS_NAMES, FEATURES
 
 __all__ = ["add_parser", "run", "format_table"]
 
@@ -21,19 +21,22 @@ metrics (comma-separated, default: all that apply):
   kid   kernel distance: unbiased MMD² with k(x,y) = (x·y/d + 1)³, mean ± std over subsets
   pr    precision / recall (k-NN manifolds, k = --pr-k) and density / coverage
   is    Inception Score of the feature net's class probabilities
-  acc   class accuracy: does each sample show the class it was sampled for? (needs labels)
+  acc   class accuracy: does each sample show the class it was sampled for? (needs labels;
+        with --features digits the 10 digits, with --features photos the source photo)
   mem   memorisation: nearest / 2nd-nearest training image distance ratio (pixels), flagged < 1/3
 
 A folder of images is read at the reference's size and channels (the digits: grayscale 16×16,
-or 8 / 32 when the images are that size; an npz or folder reference: its own size), or at
+or 8 / 32 when the images are that size; the photos: RGB 32×32, or the images' size in 8..64; an
+npz or folder reference: its own size), or at
 --resolution / --channels; any conversion is stated on stderr and in the --json protocol.
 
 examples:
   pixdiff eval --images samples.npz                         # vs the digits train split
   pixdiff eval --images samples.npz --metrics fd,acc --json scores.json
+  pixdiff eval --images photos_samples.npz --ref photos     # photos features by default
   pixdiff eval --images samples/ --ref real/ --features inception \\
                --inception-weights pt_inception-2015-12-05-6726825d.pth
-  pixdiff eval --ckpt runs/digits --n 1000 --steps 50
+  pixdiff eval --ckpt runs/digits --n 1000 --steps 50       # a run is scored against its own data
 
 The Inception weights are not downloaded: get pytorch-fid's file from
 https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth
@@ -54,13 +57,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     src.add_argument("--diffusers", type=Path, metavar="DIR",
                      help="a diffusers model folder (unet/ + scheduler/) to sample from with pixdiff's samplers, "
                           "then score")
-    p.add_argument("--ref", default="digits", metavar="digits|FILE.npz|DIR|STATS.safetensors",
-                   help="reference: the embedded digits (split --ref-split), real images, or cached statistics "
-                        "(default: digits)")
-    p.add_argument("--ref-split", default="train", choices=("train", "test", "all"), help="digits split (default: train)")
+    p.add_argument("--ref", default=None, metavar="digits|photos|FILE.npz|DIR|STATS.safetensors",
+                   help="reference: the embedded digits or photos (split --ref-split), real images, or cached "
+                        "statistics (default: the --ckpt run's own embedded data, else digits)")
+    p.add_argument("--ref-split", default="train", choices=("train", "test", "all"),
+                   help="split of the embedded digits / photos (default: train)")
     p.add_argument("--ref-cache", metavar="FILE.safetensors", help="read / write the reference statistics here")
     p.add_argument("--metrics", default=None, metavar="LIST", help=f"comma-separated subset of {','.join(METRICS)}")
-    p.add_argument("--features", default="digits", choices=FEATURES, help="feature network (default: digits)")
+    p.add_argument("--features", default=None, choices=FEATURES,
+                   help="feature network (default: photos with --ref photos, else digits)")
     p.add_argument("--inception-weights", metavar="PATH",
                    help="pytorch-fid's pt_inception-2015-12-05 weights (.pth or .safetensors)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write numbers + protocol as JSON")
@@ -135,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
         from pixdiff.cli.sample import open_model
 
         at_least(args.n, 1, "--n")
-        images, labels = open_model(args).sample(args.n, None, args.sampler, args.steps, args.guidance, args.seed,
-                                                 progress=True)
+        model = open_model(args)
+        images, labels = model.sample(args.n, None, args.sampler, args.steps, args.guidance, args.seed, progress=True)
         if getattr(images, "ndim", 4) == 2:
             raise PixdiffError(f"{args.ckpt} is a 2-D toy run: its samples are points, not images. Write them with "
                                "`pixdiff sample --out x.npz` and score them against the known mixture with "
@@ -144,15 +149,21 @@ def run(args: argparse.Namespace) -> int:
         origin = {"ckpt": str(args.ckpt)} if args.ckpt is not None else {"diffusers": str(args.diffusers)}
         source = {**origin, "n": args.n, "sampler": args.sampler, "steps": args.steps,
                   "guidance": args.guidance, "sampling_seed": args.seed}
+        if args.ref is None:  # a run on embedded data is compared with that data
+            data = getattr(getattr(getattr(model, "config", None), "data", None), "name", None)
+            args.ref = data if data in ("digits", "photos") else "digits"
     else:
+        args.ref = "digits" if args.ref is None else args.ref
         images, labels, conversion = read_samples(args.images, args.ref, args.resolution, args.channels)
         source = {"images": str(args.images)}
         if conversion:
             note(f"pixdiff eval: {conversion}")
+    if args.features is None:
+        args.features = "photos" if str(args.ref) == "photos" else "digits"
     if metrics is None:  # default: every metric that applies to what was given
         skip = set()
-        if labels is None or args.features != "digits":
-            skip.add("acc")  # needs labels and the digits classes
+        if labels is None or args.features not in CLASS_NAMES:
+            skip.add("acc")  # needs labels and a classifier over a dataset's own labels (digits, photos)
         if str(args.ref).endswith(".safetensors"):
             skip.add("mem")  # needs the training images, not their statistics
         metrics = tuple(m for m in METRICS if m not in skip)

@@ -22,7 +22,7 @@ import numpy as np
 
 from pixdiff.errors import PixdiffError
 
-__all__ = ["photo_crops", "PHOTO_NAMES", "SPLIT_COLUMN"]
+__all__ = ["photo_crops", "crop_boxes", "PHOTO_NAMES", "SPLIT_COLUMN"]
 
 PHOTO_NAMES = ["china", "flower"]
 SPLIT_COLUMN = 512  # train crops lie in columns [0, 512), test crops in [512, 640)
@@ -30,7 +30,7 @@ _COUNTS = {"train": 1600, "test": 400}  # per photo
 _SIDE = (64, 128)
 
 
-def _boxes(photo: int, split: str, height: int, width: int) -> np.ndarray:
+def crop_boxes(photo: int, split: str, height: int, width: int) -> np.ndarray:
     """[n, 3] (top, left, side) of the crops of one photo and split; seeded by (photo, split)."""
     rng = np.random.default_rng([2024, photo, 0 if split == "train" else 1])
     n = _COUNTS[split]
@@ -61,7 +61,7 @@ def photo_crops(resolution: int = 32, split: str = "train", channels: int = 3) -
     for split_ in (("train", "test") if split == "all" else (split,)):
         for p, img in enumerate(photos):
             im = Image.fromarray(img)
-            for top, left, side in _boxes(p, split_, img.shape[0], img.shape[1]):
+            for top, left, side in crop_boxes(p, split_, img.shape[0], img.shape[1]):
                 out.append(fit_image(im.crop((int(left), int(top), int(left + side), int(top + side))),
                                      resolution, channels)[0])
                 lab.append(p)

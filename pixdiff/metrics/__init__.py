@@ -5,7 +5,7 @@ Formulas, sources and the recorded protocol: docs/metrics.md."""
 
 from .classify import AccuracyResult, ISResult, class_accuracy, inception_score
 from .evaluate import METRICS, evaluate_images, read_images, resolve_reference
-from .extractors import FEATURES, get_extractor
+from .extractors import CLASS_NAMES, FEATURES, get_extractor
 from .features import (
     DigitsNet,
     Extracted,
@@ -18,6 +18,7 @@ from .frechet import feature_statistics, frechet_distance, frechet_distance_from
 from .inception import FIDInceptionV3, inception_extractor
 from .kid import KIDResult, kernel_distance, mmd2_unbiased
 from .memorization import MemorizationResult, memorization
+from .photos_features import PhotosNet, photos_extractor
 from .prdc import PRDCResult, precision_recall
 from .reference import ReferenceStats, compute_reference, load_reference, save_reference
 
@@ -33,6 +34,9 @@ __all__ = [
     "digits_extractor",
     "get_extractor",
     "FEATURES",
+    "CLASS_NAMES",
+    "PhotosNet",
+    "photos_extractor",
     "module_extractor",
     "FIDInceptionV3",
     "inception_extractor",

@@ -19,10 +19,11 @@ import torch
 
 from pixdiff.data import from_uint8, load_digits
 from pixdiff.datasets import load_image_folder
+from pixdiff.datasets.photos import photo_crops
 from pixdiff.errors import PixdiffError
 
 from .classify import class_accuracy, inception_score
-from .extractors import get_extractor
+from .extractors import CLASS_NAMES, get_extractor
 from .features import FeatureExtractor
 from .frechet import check_fd_samples, feature_statistics, frechet_distance
 from .kid import kernel_distance
@@ -120,6 +121,9 @@ def reference_shape(ref: str | Path, prefer: int | None = None) -> tuple[int, in
     if str(ref) == "digits":
         r = prefer if prefer in (8, 16, 32) else 16
         return 1, r, f"the digits reference is grayscale {r}×{r}"
+    if str(ref) == "photos":
+        r = prefer if prefer is not None and 8 <= prefer <= 64 else 32
+        return 3, r, f"the photos reference is RGB {r}×{r}"
     path = Path(ref)
     if path.suffix == ".safetensors":
         from safetensors import safe_open
@@ -206,7 +210,7 @@ def _integer_labels(labels) -> torch.Tensor:
 
 def resolve_reference(ref: str | Path, extractor: FeatureExtractor, shape: tuple[int, int, int],
                       split: str = "train", cache: str | Path | None = None) -> tuple[ReferenceStats, torch.Tensor | None]:
-    """``digits`` (the embedded digits ``split`` at the samples' resolution), an images npz or
+    """``digits`` or ``photos`` (the embedded data's ``split`` at the samples' shape), an images npz or
     folder, or a reference-statistics .safetensors → (stats, reference images or None)."""
     c, h, w = shape
     images, name = None, str(ref)
@@ -214,6 +218,10 @@ def resolve_reference(ref: str | Path, extractor: FeatureExtractor, shape: tuple
         if c != 1 or h != w or h not in (8, 16, 32):
             raise PixdiffError(f"the digits reference is 1×8×8, 1×16×16 or 1×32×32; the samples are {c}×{h}×{w}")
         images, name = load_digits(h, split).images, f"digits{h}-{split}"
+    elif str(ref) == "photos":
+        if c not in (1, 3) or h != w or not 8 <= h <= 64:
+            raise PixdiffError(f"the photos reference is 3×R×R (or 1×R×R) with R in 8..64; the samples are {c}×{h}×{w}")
+        images, name = from_uint8(np.array(photo_crops(h, split, c)[0])), f"photos{h}-{split}"
     elif Path(ref).suffix == ".safetensors":
         return load_reference(ref, expect=extractor), None
     else:
@@ -253,8 +261,15 @@ def evaluate_images(images_uint8_nhwc, labels=None, ref: str | Path = "digits", 
     ext = features if isinstance(features, FeatureExtractor) else get_extractor(features, inception_weights, device)
     if ("acc" in metrics or "is" in metrics) and ext.num_classes == 0:
         raise PixdiffError(f"metrics 'is' and 'acc' need a feature network with a classifier head; {ext.name} has none")
-    if "acc" in metrics and ext.name != "digits":
-        raise PixdiffError(f"'acc' compares labels with the {ext.name} classifier's classes; it is defined for --features digits")
+    if "acc" in metrics:  # the classifier's classes must be the labels' own: a dataset's labels, all of them
+        names = CLASS_NAMES.get(ext.name)
+        if names is None or ext.num_classes != len(names):
+            raise PixdiffError(f"'acc' compares labels with the {ext.name} classifier's classes; it is defined for "
+                               f"--features {' or '.join(CLASS_NAMES)} (whose classes are that dataset's labels)")
+        if labels.min() < 0 or labels.max() >= len(names):
+            raise PixdiffError(f"'acc' with --features {ext.name} reads labels as its {len(names)} classes "
+                               f"(0..{len(names) - 1}: {', '.join(names)}); got labels "
+                               f"{labels.min().item()}..{labels.max().item()}")
     if "fd" in metrics:  # fail before any work, with the N to use
         check_fd_samples(x.shape[0], ext.dim, f"Fréchet distance with {ext.name} features")
     if "mem" in metrics and Path(str(ref)).suffix == ".safetensors":
