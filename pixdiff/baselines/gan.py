@@ -25,7 +25,7 @@ __all__ = ["NET_DEFAULTS", "TRAIN_DEFAULTS", "build", "GAN", "hinge_d_loss", "hi
 NET_DEFAULTS = {"channels": 32, "latent": 64, "embed": 32}
 TRAIN_DEFAULTS = {"optim": {"lr": 2e-4, "betas": (0.5, 0.999), "batch": 64, "warmup_images": 1_000,
                             "ema_halflife_images": 10_000.0},
-                  "run": {"images": 100_000, "ckpt_every_images": 20_000, "log_every_images": 3_200}}
+                  "run": {"images": 64_000, "ckpt_every_images": 16_000, "log_every_images": 3_200}}
 
 
 def hinge_d_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
