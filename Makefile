@@ -29,7 +29,7 @@ demo: $(STAMP)
 
 # pytest exits 5 when no test was collected: that is not a failure of the suite.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -x --timeout=900 ; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+	$(BIN)/python -m pytest -q -x --timeout=900 --durations=20 ; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "" --timeout=3600 ; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
