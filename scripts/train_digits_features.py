@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from pixdiff.data import load_digits
-from pixdiff.metrics.features import DigitsNet, sha256_file
+from pixdiff.metrics.features import DigitsNet, write_feature_net
 
 
 def shift(x: torch.Tensor, g: torch.Generator, max_px: int = 1) -> torch.Tensor:
@@ -78,27 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="CPU threads (part of the bit-exact recipe; 1 is also fastest for this tiny net)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "pixdiff" / "assets" / "digits_features.safetensors")
     a = p.parse_args(argv)
-    from safetensors.torch import save_file
-
     torch.set_num_threads(a.threads)
     torch.use_deterministic_algorithms(True)
     t0 = time.time()
     net, acc_tr, acc_te = train(a.seed, a.epochs, a.batch, a.lr)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_name(f".{a.out.name}.tmp")
-    state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    # No metadata in the file: safetensors writes its metadata map in hash order, which would make
-    # the file's sha256 differ run to run; the provenance goes to the JSON beside it instead.
-    save_file(state, str(tmp))
-    tmp.chmod(0o644)
-    tmp.replace(a.out)
+    sha = write_feature_net(net, a.out)
     info = {
         "what": "pixdiff.metrics.features.DigitsNet weights, trained on load_digits(16, 'train')",
         "command": f"python scripts/train_digits_features.py --seed {a.seed} --epochs {a.epochs} --batch {a.batch} --lr {a.lr} --threads {a.threads}",
         "seed": a.seed, "epochs": a.epochs, "batch": a.batch, "lr": a.lr, "threads": a.threads,
         "train_accuracy": round(acc_tr, 4), "test_accuracy": round(acc_te, 4),
         "torch": torch.__version__, "seconds": round(time.time() - t0, 1),
-        "sha256": sha256_file(a.out),
+        "sha256": sha,
     }
     a.out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     print(json.dumps(info, indent=2))

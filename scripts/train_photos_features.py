@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from pixdiff.datasets import load_photos
-from pixdiff.metrics.features import sha256_file
+from pixdiff.metrics.features import write_feature_net
 from pixdiff.metrics.photos_features import PhotosNet, photos_extractor
 
 ROWS, SCALE_SPLIT = 4, 96  # row bands of the photo; crop sides < 96 px vs ≥ 96 px
@@ -145,21 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="CPU threads (part of the bit-exact recipe)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "pixdiff" / "assets" / "photos_features.safetensors")
     a = p.parse_args(argv)
-    from safetensors.torch import save_file
-
     torch.set_num_threads(a.threads)
     torch.use_deterministic_algorithms(True)
     t0 = time.time()
     net, acc = train(a.seed, a.epochs, a.batch, a.lr, a.noise)
     seconds = time.time() - t0
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_name(f".{a.out.name}.tmp")
-    state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    # No metadata in the file: safetensors writes its metadata map in hash order, which would make
-    # the file's sha256 differ run to run; the provenance goes to the JSON beside it instead.
-    save_file(state, str(tmp))
-    tmp.chmod(0o644)
-    tmp.replace(a.out)
+    sha = write_feature_net(net, a.out)
     acc.update(resized_accuracies(a.out))
     info = {
         "what": "pixdiff.metrics.photos_features.PhotosNet weights, trained on load_photos(32, 'train') "
@@ -169,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": a.seed, "epochs": a.epochs, "batch": a.batch, "lr": a.lr, "noise": a.noise, "threads": a.threads,
         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in acc.items()},
         "torch": torch.__version__, "seconds": round(seconds, 1),
-        "sha256": sha256_file(a.out),
+        "sha256": sha,
     }
     a.out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     print(json.dumps(info, indent=2))

@@ -50,14 +50,14 @@ def train32():
 
 
 @pytest.fixture(scope="module")
-def test32():
+def held_out32():
     return load_photos(32, "test")
 
 
 @pytest.fixture(scope="module")
-def feats(ext, train32, test32):
+def feats(ext, train32, held_out32):
     """The shipped net's features of the train and test crops (computed once)."""
-    return ext(train32.images).features, ext(test32.images).features
+    return ext(train32.images).features, ext(held_out32.images).features
 
 
 def _fd(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -79,11 +79,11 @@ def test_shipped_weights_are_the_ones_their_provenance_names(ext, info):
     assert CLASS_NAMES["photos"] == tuple(PHOTO_NAMES) == ("china", "flower")
 
 
-def test_held_out_photos_are_classified(ext, info, test32):
-    out = ext(test32.images)
+def test_held_out_photos_are_classified(ext, info, held_out32):
+    out = ext(held_out32.images)
     assert out.features.shape == (800, 64) and out.probs.shape == (800, 2)
     assert torch.allclose(out.probs.sum(1), torch.ones(800, dtype=torch.float64))
-    hits = int((out.probs.argmax(1) == test32.labels).sum())
+    hits = int((out.probs.argmax(1) == held_out32.labels).sum())
     assert hits == info["test_correct"] and info["test_count"] == 800  # the JSON's number is this one
     assert hits / 800 >= HELD_OUT_BOUND
     for r in (16, 64):  # resized to 32×32 by the extractor
@@ -95,9 +95,9 @@ def test_held_out_photos_are_classified(ext, info, test32):
 # ---------------------------------------------------------------- Fréchet distances that see content
 
 
-def _fd_checks(ext, train32, test32, ftr: torch.Tensor, fte: torch.Tensor) -> dict[str, float]:
+def _fd_checks(ext, train32, held_out32, ftr: torch.Tensor, fte: torch.Tensor) -> dict[str, float]:
     """Ratios that an informative photos feature space makes large (``ftr``, ``fte``: the features
-    of ``train32``, ``test32``). Measured with the shipped net: 168, 146 and 3.3; with a randomly
+    of ``train32``, ``held_out32``). Measured with the shipped net: 168, 146 and 3.3; with a randomly
     initialised PhotosNet: 13, 30 and 1.05."""
     perm = torch.randperm(len(train32), generator=torch.Generator().manual_seed(0))
     a, b = perm[:1600], perm[1600:]
@@ -109,42 +109,42 @@ def _fd_checks(ext, train32, test32, ftr: torch.Tensor, fte: torch.Tensor) -> di
         "one photo only (mode collapse) / floor": _fd(ftr[a], ftr[china]) / floor,
         # the test crops (right 128 columns) differ in content from the train crops (left 512):
         # colour-shuffling them must still move them much further away than that
-        "colour-shuffled test / test": _fd(ftr, ext(test32.images[:, [2, 0, 1]]).features) / _fd(ftr, fte),
+        "colour-shuffled test / test": _fd(ftr, ext(held_out32.images[:, [2, 0, 1]]).features) / _fd(ftr, fte),
     }
 
 
 BARS = {"grayscale / floor": 60.0, "one photo only (mode collapse) / floor": 60.0, "colour-shuffled test / test": 2.0}
 
 
-def test_frechet_distance_sees_content_and_random_features_do_not(ext, train32, test32, feats):
-    got = _fd_checks(ext, train32, test32, *feats)
+def test_frechet_distance_sees_content_and_random_features_do_not(ext, train32, held_out32, feats):
+    got = _fd_checks(ext, train32, held_out32, *feats)
     assert all(got[k] >= BARS[k] for k in BARS), got
     # the same checks on a net of the same shape with random weights: every one fails
     net = PhotosNet()
     net.init_weights(torch.Generator().manual_seed(1))
     rand = module_extractor(net.eval(), 64, "random-photos", 2, (3,), (32,))
-    control = _fd_checks(rand, train32, test32, rand(train32.images).features, rand(test32.images).features)
+    control = _fd_checks(rand, train32, held_out32, rand(train32.images).features, rand(held_out32.images).features)
     assert all(control[k] < BARS[k] for k in BARS), control
 
 
 # ---------------------------------------------------------------- acc and pixdiff eval
 
 
-def test_acc_through_evaluate_images_is_the_held_out_accuracy(info, test32):
+def test_acc_through_evaluate_images_is_the_held_out_accuracy(info, held_out32):
     order = torch.randperm(800, generator=torch.Generator().manual_seed(0))  # IS splits see both photos
-    u8 = to_uint8(test32.images[order])
-    r = evaluate_images(u8, test32.labels[order].numpy(), metrics=("acc", "is"), features="photos")
+    u8 = to_uint8(held_out32.images[order])
+    r = evaluate_images(u8, held_out32.labels[order].numpy(), metrics=("acc", "is"), features="photos")
     assert r["metrics"]["acc"]["accuracy"] == pytest.approx(info["test_correct"] / 800, abs=1e-12)
     assert r["metrics"]["acc"]["accuracy"] == pytest.approx(info["test_accuracy"], abs=1e-4)
     assert r["protocol"]["acc"]["classifier"] == "photos" and r["protocol"]["is"]["classes"] == 2
     assert 1.5 < r["metrics"]["is"]["mean"] <= 2.0  # two confident, balanced classes
 
 
-def test_eval_command_with_photos_features(tmp_path, info, train32, test32, capsys):
+def test_eval_command_with_photos_features(tmp_path, info, train32, held_out32, capsys):
     ref, samples, out = tmp_path / "train.npz", tmp_path / "test.npz", tmp_path / "scores.json"
     every8 = slice(None, None, 8)  # 400 train crops: enough for a reference, cheaper to embed
     np.savez(ref, images=to_uint8(train32.images[every8]), labels=train32.labels[every8].numpy())
-    np.savez(samples, images=to_uint8(test32.images), labels=test32.labels.numpy())
+    np.savez(samples, images=to_uint8(held_out32.images), labels=held_out32.labels.numpy())
     assert main(["eval", "--images", str(samples), "--ref", str(ref), "--features", "photos",
                  "--metrics", "fd,kid,acc", "--kid-subsets", "10", "--json", str(out), "--device", "cpu"]) == 0
     assert "class accuracy" in capsys.readouterr().out
@@ -158,7 +158,7 @@ def test_eval_command_with_photos_features(tmp_path, info, train32, test32, caps
 # ---------------------------------------------------------------- bad inputs
 
 
-def test_wrong_inputs_give_one_line_errors(ext, test32, tmp_path, capsys):
+def test_wrong_inputs_give_one_line_errors(ext, held_out32, tmp_path, capsys):
     def one_line(exc_info):
         assert "\n" not in str(exc_info.value)
 
@@ -168,7 +168,7 @@ def test_wrong_inputs_give_one_line_errors(ext, test32, tmp_path, capsys):
     with pytest.raises(PixdiffError, match=r"16×16, 32×32, 64×64 \(got 20×20\)") as e:
         ext(torch.zeros(4, 3, 20, 20))
     one_line(e)
-    u8 = to_uint8(test32.images[:100])
+    u8 = to_uint8(held_out32.images[:100])
     with pytest.raises(PixdiffError, match=r"'acc' with --features photos reads labels as its 2 classes \(0\.\.1: "
                                            r"china, flower\); got labels 0\.\.9") as e:
         evaluate_images(u8, np.arange(100) % 10, metrics=("acc",), features="photos")
@@ -214,11 +214,11 @@ def test_photos_feature_weights_are_reproducible_from_the_script(info):
             assert torch.equal(v, shipped[k]), k
 
 
-def test_ref_photos_is_the_embedded_split_and_brings_its_features(tmp_path, info, test32):
+def test_ref_photos_is_the_embedded_split_and_brings_its_features(tmp_path, info, held_out32):
     """`--ref photos` needs no npz: the held-out split scored against itself is FD 0 with the photos
     features chosen without `--features`, and acc is the classifier's held-out accuracy."""
     samples, out = tmp_path / "test.npz", tmp_path / "scores.json"
-    np.savez(samples, images=to_uint8(test32.images), labels=test32.labels.numpy())
+    np.savez(samples, images=to_uint8(held_out32.images), labels=held_out32.labels.numpy())
     assert main(["eval", "--images", str(samples), "--ref", "photos", "--ref-split", "test",
                  "--metrics", "fd,acc", "--json", str(out)]) == 0
     r = json.loads(out.read_text())

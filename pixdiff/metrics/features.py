@@ -38,6 +38,8 @@ __all__ = [
     "digits_extractor",
     "module_extractor",
     "sha256_file",
+    "load_feature_net",
+    "write_feature_net",
     "DIGITS_WEIGHTS",
 ]
 
@@ -165,19 +167,41 @@ def _to_digits_input(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False, antialias=s > 16)
 
 
-def digits_extractor(weights: str | Path | None = None, device: str | torch.device = "cpu") -> FeatureExtractor:
-    """The shipped digits feature network (or the DigitsNet weights at ``weights``)."""
+def load_feature_net(net: nn.Module, weights: str | Path | None, asset: str, what: str, script: str) -> Path:
+    """Load a shipped feature network's weights (``asset`` in pixdiff/assets, or the file ``weights``)
+    into ``net``; one clear error for a missing file and for a file that is not ``what``'s."""
     from safetensors.torch import load_file
 
-    path = Path(weights) if weights is not None else Path(str(resources.files("pixdiff") / "assets" / DIGITS_WEIGHTS))
+    path = Path(weights) if weights is not None else Path(str(resources.files("pixdiff") / "assets" / asset))
     if not path.is_file():
-        raise PixdiffError(
-            f"digits feature weights {path} not found; rebuild them with `python scripts/train_digits_features.py`")
-    net = DigitsNet()
+        raise PixdiffError(f"{what} weights {path} not found; rebuild them with `python {script}`")
     try:
         net.load_state_dict(load_file(str(path)))
     except Exception as e:  # noqa: BLE001 - any decode / key / shape failure is "not this file"
-        raise PixdiffError(f"{path} is not a DigitsNet weights file ({type(e).__name__}: {e})") from e
+        raise PixdiffError(f"{path} is not a {type(net).__name__} weights file ({type(e).__name__}: {e})") from e
+    return path
+
+
+def write_feature_net(net: nn.Module, out: str | Path) -> str:
+    """Write ``net``'s weights to ``out`` atomically and reproducibly; returns the file's sha256.
+
+    No metadata in the file: safetensors writes its metadata map in hash order, which would make the
+    file's sha256 differ run to run; the provenance goes to a JSON beside it instead."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    tmp.chmod(0o644)
+    tmp.replace(out)
+    return sha256_file(out)
+
+
+def digits_extractor(weights: str | Path | None = None, device: str | torch.device = "cpu") -> FeatureExtractor:
+    """The shipped digits feature network (or the DigitsNet weights at ``weights``)."""
+    net = DigitsNet()
+    path = load_feature_net(net, weights, DIGITS_WEIGHTS, "digits feature", "scripts/train_digits_features.py")
     return FeatureExtractor(
         "digits", net.to(device).eval(), sha256_file(path), DigitsNet.feature_dim, DigitsNet.num_classes,
         channels=(1,), sizes=(8, 16, 32), prepare=_to_digits_input,

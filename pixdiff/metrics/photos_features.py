@@ -18,16 +18,13 @@ docs/metrics.md for the accuracies at each size).
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixdiff.errors import PixdiffError
-
-from .features import FeatureExtractor, sha256_file
+from .features import FeatureExtractor, load_feature_net, sha256_file
 
 __all__ = ["PhotosNet", "photos_extractor", "PHOTOS_WEIGHTS"]
 
@@ -85,17 +82,8 @@ def _to_photos_input(x: torch.Tensor) -> torch.Tensor:
 
 def photos_extractor(weights: str | Path | None = None, device: str | torch.device = "cpu") -> FeatureExtractor:
     """The shipped photos feature network (or the PhotosNet weights at ``weights``)."""
-    from safetensors.torch import load_file
-
-    path = Path(weights) if weights is not None else Path(str(resources.files("pixdiff") / "assets" / PHOTOS_WEIGHTS))
-    if not path.is_file():
-        raise PixdiffError(
-            f"photos feature weights {path} not found; rebuild them with `python scripts/train_photos_features.py`")
     net = PhotosNet()
-    try:
-        net.load_state_dict(load_file(str(path)))
-    except Exception as e:  # noqa: BLE001 - any decode / key / shape failure is "not this file"
-        raise PixdiffError(f"{path} is not a PhotosNet weights file ({type(e).__name__}: {e})") from e
+    path = load_feature_net(net, weights, PHOTOS_WEIGHTS, "photos feature", "scripts/train_photos_features.py")
     return FeatureExtractor(
         "photos", net.to(device).eval(), sha256_file(path), PhotosNet.feature_dim, PhotosNet.num_classes,
         channels=(3,), sizes=(16, 32, 64), prepare=_to_photos_input,
