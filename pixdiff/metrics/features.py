@@ -39,11 +39,22 @@ __all__ = [
     "module_extractor",
     "sha256_file",
     "load_feature_net",
+    "seeded_default_init",
     "write_feature_net",
     "DIGITS_WEIGHTS",
 ]
 
 DIGITS_WEIGHTS = "digits_features.safetensors"  # inside the pixdiff/assets package folder
+
+
+def seeded_default_init(net: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default init of every Conv2d / Linear in ``net``, but drawn from an explicit
+    generator (the feature networks' training is a function of its seed)."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_uniform_(m.weight, a=5**0.5, generator=generator)
+            bound = 1.0 / m.weight[0].numel() ** 0.5
+            nn.init.uniform_(m.bias, -bound, bound, generator=generator)
 
 
 class DigitsNet(nn.Module):
@@ -63,12 +74,7 @@ class DigitsNet(nn.Module):
         self.dropout = nn.Dropout(0.2)
 
     def init_weights(self, generator: torch.Generator) -> None:
-        """PyTorch's default init, but drawn from an explicit generator (reproducible training)."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_uniform_(m.weight, a=5**0.5, generator=generator)
-                bound = 1.0 / m.weight[0].numel() ** 0.5
-                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+        seeded_default_init(self, generator)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)  # [N, 16, 8, 8]

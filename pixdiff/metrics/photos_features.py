@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .features import FeatureExtractor, load_feature_net, sha256_file
+from .features import FeatureExtractor, load_feature_net, seeded_default_init, sha256_file
 
 __all__ = ["PhotosNet", "photos_extractor", "PHOTOS_WEIGHTS"]
 
@@ -54,12 +54,7 @@ class PhotosNet(nn.Module):
         self.dropout = nn.Dropout(0.2)
 
     def init_weights(self, generator: torch.Generator) -> None:
-        """PyTorch's default init, but drawn from an explicit generator (reproducible training)."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_uniform_(m.weight, a=5**0.5, generator=generator)
-                bound = 1.0 / m.weight[0].numel() ** 0.5
-                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+        seeded_default_init(self, generator)
 
     def fine(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = F.max_pool2d(F.relu(self.conv1(x)), 2)  # [N, 24, 16, 16]
