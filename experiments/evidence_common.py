@@ -9,6 +9,7 @@ and at the sampling cost stated in its row (network evaluations, NFE).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -185,11 +186,20 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "evidence", help="where the trained runs live")
     ap.add_argument("--out-dir", type=Path, default=DOCS, help="where the pages go (default docs/evidence)")
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated training seeds instead of the scale's (e.g. split a study over two processes, "
+                         "then rerun without --seeds: finished runs and scores are reused)")
     return ap
 
 
 def scale_and_runs(args: argparse.Namespace) -> tuple[Scale, Path]:
     scale = SCALES[args.scale]
+    if getattr(args, "seeds", None):
+        try:
+            seeds = tuple(int(v) for v in args.seeds.split(","))
+        except ValueError:
+            raise SystemExit(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
+        scale = dataclasses.replace(scale, seeds=seeds)  # same runs folder: the budget, not the seeds, names it
     return scale, runs_root(args.runs, scale)
 
 

@@ -25,6 +25,18 @@ def test_summary_and_separation_rules():
     assert not ec.separated(ec.summary([2.0, 2.1, 2.2]), ec.summary([1.0, 1.1, 1.2]))
 
 
+def test_seeds_flag_splits_a_study_without_moving_its_runs(tmp_path):
+    import evidence_common as ec
+
+    ap = ec.parser("doc")
+    whole = ec.scale_and_runs(ap.parse_args(["--runs", str(tmp_path)]))
+    part = ec.scale_and_runs(ap.parse_args(["--runs", str(tmp_path), "--seeds", "2,0"]))
+    assert whole[0].seeds == (0, 1, 2) and part[0].seeds == (2, 0)
+    assert part[1] == whole[1]  # a split study trains into the same folders, so the full rerun reuses them
+    with pytest.raises(SystemExit, match="--seeds"):
+        ec.scale_and_runs(ap.parse_args(["--seeds", "one"]))
+
+
 def test_samplers_evidence_smoke(tmp_path):
     import evidence_samplers
 
