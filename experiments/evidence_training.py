@@ -59,6 +59,10 @@ def claim_schedules(scale: ec.Scale, runs: Path, out_dir: Path) -> None:
     rows = ["| schedule | reverse process from t_max | FD | class acc |", "|---|---:|---:|---:|"]
     for (name, skip), r in s.items():
         rows.append(f"| {name} | {1 - skip:g} | {ec.fmt(r['fd'])} | {ec.fmt(r['acc'])} |")
+    plot = ec.plot(out_dir / "schedule_cosine_vs_linear.png",
+                   {name: ([1.0 - k for k in skips], [s[(name, k)]["fd"]["mean"] for k in skips],
+                           [s[(name, k)]["fd"]["std"] for k in skips]) for name in ("linear", "cosine")},
+                   "reverse process starts at t_max", "Fréchet distance (digits features)")
     cos_better = ec.separated(s[("cosine", 0.0)]["fd"], s[("linear", 0.0)]["fd"])
     worst = skips[-1]
     lin_loss = s[("linear", worst)]["fd"]["mean"] - s[("linear", 0.0)]["fd"]["mean"]
@@ -78,7 +82,7 @@ def claim_schedules(scale: ec.Scale, runs: Path, out_dir: Path) -> None:
                   "the reverse process barely changes its samples", "Nichol & Dhariwal 2021, §3.2 and Fig. 3",
                   _protocol(scale, "ε-prediction, L_simple (eps_mse); sampled with ancestral DDPM, "
                             f"{steps} uniform-t steps on the training schedule, from t_max"),
-                  "\n".join(rows), verdict, reason, scale, None, out_dir)
+                  "\n".join(rows), verdict, reason, scale, plot, out_dir)
 
 
 def claim_parameterisation(scale: ec.Scale, runs: Path, out_dir: Path) -> None:
@@ -102,6 +106,10 @@ def claim_parameterisation(scale: ec.Scale, runs: Path, out_dir: Path) -> None:
     for name, r in s.items():
         rows.append(f"| {name} | {ec.fmt(r['fd'])} | {ec.fmt(r['precision'])} | {ec.fmt(r['recall'])} | "
                     f"{ec.fmt(r['acc'])} |")
+    # one point per parameterisation: FD against recall, so a sharp-but-collapsed model shows as such
+    plot = ec.plot(out_dir / "parameterisation.png",
+                   {name: ([r["recall"]["mean"]], [r["fd"]["mean"]], [r["fd"]["std"]]) for name, r in s.items()},
+                   "recall (k = 3)", "Fréchet distance (digits features)")
     best = min(s, key=lambda k: s[k]["fd"]["mean"])
     clear = all(ec.separated(s[best]["fd"], s[k]["fd"]) for k in s if k != best)
     if scale.name == "smoke":
@@ -115,7 +123,7 @@ def claim_parameterisation(scale: ec.Scale, runs: Path, out_dir: Path) -> None:
                   "plain ε- or x-prediction (their network outputs are well scaled at every noise level)",
                   "Salimans & Ho 2022, §4; Karras et al. 2022, §5 and Table 2", _protocol(scale, f"sampled with Heun, "
                                                                                           f"{steps} steps"),
-                  "\n".join(rows), verdict, reason, scale, None, out_dir)
+                  "\n".join(rows), verdict, reason, scale, plot, out_dir)
 
 
 def _protocol(scale: ec.Scale, how: str) -> list[str]:

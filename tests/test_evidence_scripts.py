@@ -67,3 +67,5 @@ def test_training_evidence_smoke(tmp_path):
     assert re.search(r"^\| ε \(sigmoid weighting\) \| \d", param, flags=re.M)
     assert re.search(r"^\| EDM preconditioning \+ EDM loss \| \d", param, flags=re.M)
     assert "**Verdict: inconclusive.**" in param  # a smoke run never claims a result
+    for name in ("schedule_cosine_vs_linear", "parameterisation"):
+        assert (out / f"{name}.png").is_file() and f"]({name}.png)" in (out / f"{name}.md").read_text()
