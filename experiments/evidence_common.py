@@ -131,8 +131,9 @@ def write_page(name: str, title: str, claim: str, source: str, protocol: list[st
     """docs/evidence/<name>.md, then the index README.md rebuilt from every page's header."""
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"# {title}", "", f"**Claim** ({source}): {claim}", "",
-             f"**Verdict: {verdict}.** {reason}", "", f"Scale: `{scale.name}` (numbers below were produced at this "
-             f"scale on {time.strftime('%Y-%m-%d')}).", "", "## Protocol", ""]
+             f"**Verdict: {verdict}.** {reason}", "",
+             f"Scale: `{scale.name}` (page written on {time.strftime('%Y-%m-%d')}; each run keeps its scores in "
+             "`evidence_scores.json`, so a rewrite reuses them).", "", "## Protocol", ""]
     lines += [f"- {p}" for p in protocol] + ["", "## Results", "", table, ""]
     if plot:
         lines += [f"![{name}]({plot})", ""]
