@@ -146,7 +146,11 @@ def claim_ema_length(scale: ec.Scale, runs: Path, out_dir: Path) -> None:
                   extra="σ_rel is the EMA profile's standard deviation relative to the run length; the half-life "
                         "column is the exponential EMA of the same standard deviation late in a long run, "
                         "ln 2 · σ_rel · images. The profile fit error is ‖p* − Σ x_i p_i‖/‖p*‖ of the least-squares "
-                        "reconstruction (worst seed); the stored σ_rel 0.10 is returned as stored.")
+                        "reconstruction (worst seed); the stored σ_rel 0.10 is returned as stored.\n\n"
+                        "A difference from EDM2's protocol that may flatten the short end of the curve (a hypothesis, "
+                        "not tested here): these runs use the library's cosine learning-rate decay, which reaches zero "
+                        "at the end of the run, while EDM2 decays the rate as 1/√t and never stops; with the rate near "
+                        "zero the last iterates barely move, so every short EMA averages nearly the same weights.")
 
 
 def _protocol(scale: ec.Scale, steps: int) -> list[str]:
