@@ -13,7 +13,8 @@ and equal sampling cost.
 
 Claim 1 trains ε-prediction with DDPM's L_simple (``eps_mse``) on the continuous ``linear`` (VP,
 β from 0.1 to 20) and ``cosine`` schedules and samples each with ancestral DDPM on its own schedule's
-uniform-t grid (50 steps), from t_max = 1 and 0.8. Claim 5 samples every model with Heun,
+uniform-t grid (50 steps), from t_max = 1 and 0.8, with x̂ clipped to [−1, 1] as IDDPM samples
+(the verdict) and unclipped (shown). Claim 5 samples every model with Heun,
 18 steps (35 NFE). Scores as in evidence_samplers.py.
 """
 
@@ -43,6 +44,7 @@ def claim_schedules(scale: ec.Scale, runs: Path, out_dir: Path) -> None:
 
     steps = 4 if scale.name == "smoke" else 50
     skips = (0.0, 0.2)
+    clips = ("static", None)  # IDDPM samples with x̂ clipped to [−1, 1] (its clip_denoised); unclipped shown too
     res: dict = {}
     for name in ("linear", "cosine"):
         sched = schedules.get(name)
@@ -50,40 +52,53 @@ def claim_schedules(scale: ec.Scale, runs: Path, out_dir: Path) -> None:
             run = ec.train_digits(runs / f"schedule-{name}-seed{seed}", seed, scale, model__parameterization="eps",
                                   loss__weighting="eps_mse", loss__schedule=name)
             pipe = pixdiff.load(run, device="cpu")
-            for skip in skips:
-                grid = grids.uniform_t(sched, steps, t_max=1.0 - skip)
-                key = f"ddpm/uniform_t/{steps}/t_max={1.0 - skip:g}/n={scale.n}/seed=10000"
-                res.setdefault((name, skip), []).append(ec.cached_score(
-                    run, key, pipe.sample, scale.n, None, "ddpm", None, seed=10_000, grid=grid))
+            for clip in clips:
+                for skip in skips:
+                    grid = grids.uniform_t(sched, steps, t_max=1.0 - skip)
+                    key = (f"ddpm/uniform_t/{steps}/t_max={1.0 - skip:g}" + (f"/clip_x={clip}" if clip else "")
+                           + f"/n={scale.n}/seed=10000")
+                    res.setdefault((name, clip, skip), []).append(ec.cached_score(
+                        run, key, pipe.sample, scale.n, None, "ddpm", None, seed=10_000, grid=grid, clip_x=clip))
     s = {k: {m: ec.summary([r[m] for r in v]) for m in v[0]} for k, v in res.items()}
-    ec.save_json(out_dir / "data" / "schedules.json", {f"{k[0]}@skip{k[1]}": v for k, v in s.items()})
-    rows = ["| schedule | reverse process from t_max | FD | class acc |", "|---|---:|---:|---:|"]
-    for (name, skip), r in s.items():
-        rows.append(f"| {name} | {1 - skip:g} | {ec.fmt(r['fd'])} | {ec.fmt(r['acc'])} |")
+    ec.save_json(out_dir / "data" / "schedules.json", {f"{k[0]}@clip{k[1]}@skip{k[2]}": v for k, v in s.items()})
+    rows = ["| schedule | x̂ clipped to [−1, 1] | reverse process from t_max | FD | class acc |", "|---|---|---:|---:|---:|"]
+    for (name, clip, skip), r in sorted(s.items(), key=lambda kv: (kv[0][1] is None, kv[0][0] == "cosine", kv[0][2])):
+        rows.append(f"| {name} | {'yes (IDDPM)' if clip else 'no'} | {1 - skip:g} | {ec.fmt(r['fd'])} | "
+                    f"{ec.fmt(r['acc'])} |")
     plot = ec.plot(out_dir / "schedule_cosine_vs_linear.png",
-                   {name: ([1.0 - k for k in skips], [s[(name, k)]["fd"]["mean"] for k in skips],
-                           [s[(name, k)]["fd"]["std"] for k in skips]) for name in ("linear", "cosine")},
+                   {f"{name}{'' if clip else ', x̂ not clipped'}": (
+                       [1.0 - k for k in skips], [s[(name, clip, k)]["fd"]["mean"] for k in skips],
+                       [s[(name, clip, k)]["fd"]["std"] for k in skips]) for clip in clips for name in ("linear", "cosine")},
                    "reverse process starts at t_max", "Fréchet distance (digits features)")
-    cos_better = ec.separated(s[("cosine", 0.0)]["fd"], s[("linear", 0.0)]["fd"])
-    worst = skips[-1]
-    lin_loss = s[("linear", worst)]["fd"]["mean"] - s[("linear", 0.0)]["fd"]["mean"]
-    cos_loss = s[("cosine", worst)]["fd"]["mean"] - s[("cosine", 0.0)]["fd"]["mean"]
+    # The verdict reads IDDPM's protocol (clipped x̂) and is two comparisons over seeds: cosine's FD
+    # below linear's, and skipping the noisiest 20 % raising linear's FD less than cosine's (per seed).
+    c, worst = clips[0], skips[-1]
+    skip_cost = {name: ec.summary([a["fd"] - b["fd"] for a, b in zip(res[(name, c, worst)], res[(name, c, 0.0)])])
+                 for name in ("linear", "cosine")}
+    parts = [ex.compare(s[("cosine", c, 0.0)]["fd"], s[("linear", c, 0.0)]["fd"]),
+             ex.compare(skip_cost["linear"], skip_cost["cosine"])]
+    reason = (f"x̂ clipped: cosine FD {s[('cosine', c, 0.0)]['fd']['mean']:.3g} vs linear "
+              f"{s[('linear', c, 0.0)]['fd']['mean']:.3g} ({parts[0]}); FD change when skipping the first {worst:.0%} "
+              f"of the reverse process: linear {skip_cost['linear']['mean']:+.3g}, cosine "
+              f"{skip_cost['cosine']['mean']:+.3g} ({parts[1]})")
     if scale.name == "smoke":
-        verdict, reason = "inconclusive", "smoke run: the numbers only check the pipeline"
-    elif cos_better and lin_loss < cos_loss:
-        verdict, reason = "reproduced", (f"cosine's FD is below linear's for every seed, and skipping the first "
-                                         f"{worst:.0%} of the reverse process costs linear {lin_loss:+.3g} FD but cosine "
-                                         f"{cos_loss:+.3g}")
+        verdict, reason = ex.INCONCLUSIVE, f"smoke run: the numbers only check the pipeline ({reason})"
     else:
-        verdict, reason = "not reproduced", (f"cosine better beyond the seed spread: {cos_better}; FD change when "
-                                             f"skipping {worst:.0%}: linear {lin_loss:+.3g}, cosine {cos_loss:+.3g}")
+        verdict = ex.combine(parts)
     ec.write_page("schedule_cosine_vs_linear", "Cosine vs linear noise schedule",
                   "at low resolution the cosine schedule gives better samples than the linear one at equal training "
                   "budget, and the linear schedule's last (noisiest) steps contribute little: skipping up to 20 % of "
                   "the reverse process barely changes its samples", "Nichol & Dhariwal 2021, §3.2 and Fig. 3",
                   _protocol(scale, "ε-prediction, L_simple (eps_mse); sampled with ancestral DDPM, "
-                            f"{steps} uniform-t steps on the training schedule, from t_max"),
-                  "\n".join(rows), verdict, reason, scale, plot, out_dir)
+                            f"{steps} uniform-t steps on the training schedule, from t_max, x̂ clipped to [−1, 1] "
+                            "as IDDPM samples (and unclipped, shown)") + [f"verdict rule: {ex.RULE}"],
+                  "\n".join(rows), verdict, reason, scale, plot, out_dir,
+                  extra="The schedules are pixdiff's continuous `linear` (VP, β from 0.1 to 20: logSNR from +∞ down "
+                        "to −10.05 at t = 1) and `cosine` (α = cos(πt/2) truncated to logSNR ∈ [−15, 15]), both "
+                        "trained in continuous time; IDDPM's own runs are discrete (T = 4000, cosine β clipped at "
+                        "0.999). Without clipping, ε-prediction's x̂ = (z − σ ε̂)/α at the cosine's first step "
+                        "(α ≈ 5.5·10⁻⁴) amplifies the network's error about 12× more than at the linear one's "
+                        "(α ≈ 6.6·10⁻³).")
 
 
 def claim_parameterisation(scale: ec.Scale, runs: Path, out_dir: Path) -> None:

@@ -61,8 +61,8 @@ def test_training_evidence_smoke(tmp_path):
     out = tmp_path / "evidence"
     assert evidence_training.main(["--scale", "smoke", "--runs", str(tmp_path / "runs"), "--out-dir", str(out)]) == 0
     sched = (out / "schedule_cosine_vs_linear.md").read_text()
-    # one row per (schedule, t_max): linear and cosine, each from t_max = 1 and 0.8
-    assert len(re.findall(r"^\| (linear|cosine) \| (1|0\.8) \| \d", sched, flags=re.M)) == 4
+    # one row per (schedule, x̂ clipped or not, t_max): linear and cosine, each from t_max = 1 and 0.8
+    assert len(re.findall(r"^\| (linear|cosine) \| (yes \(IDDPM\)|no) \| (1|0\.8) \| \d", sched, flags=re.M)) == 8
     param = (out / "parameterisation.md").read_text()
     assert re.search(r"^\| ε \(sigmoid weighting\) \| \d", param, flags=re.M)
     assert re.search(r"^\| EDM preconditioning \+ EDM loss \| \d", param, flags=re.M)
