@@ -134,7 +134,12 @@ def _page(scale, s, size, steps, out_dir):
                   "at matched FLOPs the Residual U-ViT is at least as good as an ADM U-Net, and at the same parameters "
                   "spending more FLOPs through smaller patches (flop-heavy scaling) gives better samples",
                   "Hoogeboom et al. 2025 (SiD2), §2.2, §2.3 and App. A.2, A.4", protocol, "\n".join(rows), v, reason,
-                  scale, plot, out_dir)
+                  scale, plot, out_dir,
+                  extra=f"Budget caveat: every run here takes {-(-scale.images // scale.batch):,} optimiser steps; SiD2's "
+                        "comparisons train for hundreds of thousands. A transformer middle that learns more slowly "
+                        "than convolutions would lose at this budget whatever it does later, so this verdict is about "
+                        "short training; whether the gap closes with a longer budget is what `--scale gpu` "
+                        f"({ec.SCALES['gpu'].images:,} images) would test.")
 
 
 def main(argv=None) -> int:
