@@ -16,7 +16,11 @@ default recipe) and label dropout 0.1, sampled with Heun, 18 steps (35 NFE):
    middle blocks: within 5 % of the U-Net's FLOPs);
 3. the Residual U-ViT ``tiny-uvit`` (1×1 patches), about the U-Net's parameter count;
 4. the same U-ViT with 2×2 patches: the same weights but for the patch embedding and output
-   projection, a quarter of the FLOPs.
+   projection, a quarter of the FLOPs;
+5. a diagnostic, outside the verdict: (2) with a 2-D sinusoidal position code into its transformer
+   stacks (``UViTConfig.pos_emb``). pixdiff's U-ViT gives its transformer levels no position
+   embedding, so at this size (one shallow ResBlock level) attention can barely tell where a
+   token is; this row measures how much of the gap to the U-Net that explains.
 
 Parameters and forward FLOPs per image (``pixdiff.nets.flops.count_flops``: matrix products only,
 one multiply-add = 2 FLOPs) are in the table. The verdict: (2) vs (1) must not be worse (mean FD
@@ -35,6 +39,7 @@ import evidence_extra as ex  # noqa: E402
 
 UNET, MATCHED, PATCH1, PATCH2 = ("ADM U-Net", "Residual U-ViT, FLOPs matched to the U-Net",
                                  "Residual U-ViT, 1×1 patches", "Residual U-ViT, 2×2 patches (same parameters)")
+POS = "diagnostic: the FLOPs-matched U-ViT with a 2-D position code"
 # The U-ViT of each scale (overrides of the `tiny-uvit` preset) and its FLOPs-matched widening.
 UVIT = {
     "cpu": {},
@@ -52,7 +57,8 @@ RULE = ("the U-ViT at matched FLOPs counts as reproduced when its mean FD is not
         "when it is above beyond both seed spreads (no overlap of the min–max ranges), as inconclusive in between; "
         "flop-heavy counts as reproduced when the 1×1-patch FD is below the 2×2-patch FD beyond both spreads, as not "
         "reproduced when its mean is not below, as inconclusive in between; the claim is reproduced when both parts "
-        "are, not reproduced when either is not")
+        "are, not reproduced when either is not; the position-code row is a diagnostic of pixdiff's design and does not "
+        "enter the verdict")
 
 
 def networks(scale: ec.Scale) -> dict:
@@ -61,7 +67,8 @@ def networks(scale: ec.Scale) -> dict:
     return {UNET: ("digits", {}),
             MATCHED: ("arch-uvit-matched", {"model__preset": "tiny-uvit", "model__overrides": dict(matched)}),
             PATCH1: ("arch-uvit-p1", {"model__preset": "tiny-uvit", "model__overrides": dict(base, patch_size=1)}),
-            PATCH2: ("arch-uvit-p2", {"model__preset": "tiny-uvit", "model__overrides": dict(base, patch_size=2)})}
+            PATCH2: ("arch-uvit-p2", {"model__preset": "tiny-uvit", "model__overrides": dict(base, patch_size=2)}),
+            POS: ("arch-uvit-matched-pos", {"model__preset": "tiny-uvit", "model__overrides": dict(matched, pos_emb=True)})}
 
 
 def _size(run: Path) -> dict:
@@ -89,10 +96,12 @@ def run_study(scale: ec.Scale, runs: Path, out_dir: Path) -> dict:
     return s
 
 
-def verdict(unet: dict, matched: dict, patch1: dict, patch2: dict, smoke: bool = False) -> tuple[str, str]:
+def verdict(unet: dict, matched: dict, patch1: dict, patch2: dict, smoke: bool = False,
+            pos: dict | None = None) -> tuple[str, str]:
     """(verdict, reason) from FD summaries: the FLOPs-matched U-ViT must not be worse than the U-Net
     (reproduced: mean FD not above; not reproduced: worse beyond the seed spread; inconclusive:
-    worse within it), and the 1×1-patch U-ViT must beat the 2×2 one (``evidence_extra.compare``)."""
+    worse within it), and the 1×1-patch U-ViT must beat the 2×2 one (``evidence_extra.compare``).
+    ``pos`` (the position-code diagnostic) is reported in the reason and never changes the verdict."""
     if matched["mean"] <= unet["mean"]:
         first = ex.REPRODUCED
     elif ec.separated(unet, matched):
@@ -103,6 +112,10 @@ def verdict(unet: dict, matched: dict, patch1: dict, patch2: dict, smoke: bool =
     why = (f"FLOPs-matched U-ViT FD {matched['mean']:.3g} vs U-Net {unet['mean']:.3g} ({first}: not worse is the "
            f"claim); 1×1 patches FD {patch1['mean']:.3g} vs 2×2 patches {patch2['mean']:.3g} ({second}: better is "
            "the claim)")
+    if pos is not None:
+        why += (f"; diagnostic, outside the verdict: with a 2-D position code the FLOPs-matched U-ViT has FD "
+                f"{pos['mean']:.3g} ({'beyond' if ec.separated(pos, matched) else 'within'} the seed spread of the "
+                f"U-ViT without it, {'beyond' if ec.separated(pos, unet) else 'within'} the U-Net's)")
     if smoke:
         return ex.INCONCLUSIVE, f"smoke run: the numbers only check the pipeline ({why})"
     return ex.combine([first, second]), why
@@ -114,8 +127,10 @@ def _page(scale, s, size, steps, out_dir):
     for label, r in s.items():
         rows.append(f"| {label} | {size[label]['params'] / 1e6:.3g} M | {size[label]['flops'] / 1e9:.3g} | "
                     f"{ec.fmt(r['fd'])} | {ec.fmt(r['precision'])} | {ec.fmt(r['recall'])} | {ec.fmt(r['acc'])} |")
-    v, reason = verdict(s[UNET]["fd"], s[MATCHED]["fd"], s[PATCH1]["fd"], s[PATCH2]["fd"], scale.name == "smoke")
-    short = {UNET: "U-Net", MATCHED: "U-ViT (matched)", PATCH1: "U-ViT p=1", PATCH2: "U-ViT p=2"}
+    v, reason = verdict(s[UNET]["fd"], s[MATCHED]["fd"], s[PATCH1]["fd"], s[PATCH2]["fd"], scale.name == "smoke",
+                        pos=s[POS]["fd"] if POS in s else None)
+    short = {UNET: "U-Net", MATCHED: "U-ViT (matched)", PATCH1: "U-ViT p=1", PATCH2: "U-ViT p=2",
+             POS: "U-ViT (matched) + position code"}
     plot = ec.plot(out_dir / "architecture.png",
                    {short[k]: ([size[k]["flops"] / 1e9], [s[k]["fd"]["mean"]], [s[k]["fd"]["std"]]) for k in s},
                    "GFLOPs per forward pass", "Fréchet distance (digits features)", logx=True, annotate=True)
@@ -126,7 +141,8 @@ def _page(scale, s, size, steps, out_dir):
     protocol = ex.protocol(scale, f"digits {scale.resolution}×{scale.resolution}",
                            f"the `{scale.preset}` U-Net preset{' (smoke: `SMOKE_NET`)' if scale.name == 'smoke' else ''}; "
                            f"the `tiny-uvit` Residual U-ViT ({uvit}) with 1×1 and 2×2 patches; the same widened to the "
-                           f"U-Net's FLOPs ({matched})", how, "evidence_architecture.py", RULE)
+                           f"U-Net's FLOPs ({matched}); as a diagnostic, that one with `pos_emb=True`", how,
+                           "evidence_architecture.py", RULE)
     protocol.insert(2, "size: parameters of the network, and forward FLOPs per image by `nets.flops.count_flops` "
                        "(matrix products only, a multiply-add = 2 FLOPs; SiD2 App. A.2 counts multiply-accumulates, "
                        "half these numbers)")
@@ -139,7 +155,16 @@ def _page(scale, s, size, steps, out_dir):
                         "comparisons train for hundreds of thousands. A transformer middle that learns more slowly "
                         "than convolutions would lose at this budget whatever it does later, so this verdict is about "
                         "short training; whether the gap closes with a longer budget is what `--scale gpu` "
-                        f"({ec.SCALES['gpu'].images:,} images) would test.")
+                        f"({ec.SCALES['gpu'].images:,} images) would test. Size is a second caveat: SiD2's own "
+                        "Fig. 9 finds that removing blockwise skips can hurt smaller models (larger ones are "
+                        "unaffected).\n\nPosition: pixdiff's U-ViT gives its transformer levels no position "
+                        "embedding (SiD2 does not spell one out). Its ResBlock levels are the identity at "
+                        "initialisation and the patch embedding is per patch, so attention starts blind to where "
+                        "its tokens are, and with one shallow ResBlock level above it only tokens near the border "
+                        "can learn where they are from the zero padding. The diagnostic row adds a fixed 2-D "
+                        "sinusoidal code through a zero-initialised projection (`UViTConfig.pos_emb`, still the "
+                        "identity at init) to tell how much of the gap to the U-Net that explains; it does not "
+                        "enter the verdict.")
 
 
 def main(argv=None) -> int:

@@ -195,7 +195,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 def scale_and_runs(args: argparse.Namespace) -> tuple[Scale, Path]:
     scale = SCALES[args.scale]
-    if getattr(args, "seeds", None):
+    if args.seeds:
         try:
             seeds = tuple(int(v) for v in args.seeds.split(","))
         except ValueError:

@@ -129,7 +129,7 @@ def test_architecture_evidence_smoke(tmp_path):
     out = _smoke(ea, tmp_path)
     text = _page(out, "architecture")
     assert (out / "architecture.png").is_file() and (out / "data" / "architecture.json").is_file()
-    for label in (ea.UNET, ea.MATCHED, ea.PATCH1, ea.PATCH2):
+    for label in (ea.UNET, ea.MATCHED, ea.PATCH1, ea.PATCH2, ea.POS):
         m = re.search(rf"^\| {re.escape(label)} \| ({NUMBER}) M \| ({NUMBER}) \| {NUMBER} \|", text, flags=re.M)
         assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, label
     size = {label: re.search(rf"^\| {re.escape(label)} \| ({NUMBER}) M \| ({NUMBER}) \|", text, flags=re.M).groups()
@@ -148,6 +148,9 @@ def test_architecture_verdict_rule():
     assert verdict(unet, _s(30, 31, 32), p1, p2)[0] == "not reproduced"  # the U-ViT worse beyond the spread
     assert verdict(unet, _s(19, 20, 21), p2, p1)[0] == "not reproduced"  # 1×1 patches worse than 2×2
     assert verdict(unet, _s(20, 22, 24), p1, p2)[0] == "inconclusive"  # worse on average, within the spread
+    # the position-code diagnostic is reported, never counted
+    v, why = verdict(unet, _s(30, 31, 32), p1, p2, pos=_s(10, 11, 12))
+    assert v == "not reproduced" and "FD 11 (beyond the seed spread of the U-ViT without it, beyond the U-Net's)" in why
 
 
 def test_matched_uvit_flops_within_ten_percent_of_the_unet():

@@ -11,6 +11,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import pixdiff.nets as nets
+from pixdiff.errors import PixdiffError
 from pixdiff.nets import ClassifierConfig, UNetConfig, UViTConfig
 
 # Small variants of the presets keep the whole file fast on 2 CPU cores.
@@ -82,10 +83,12 @@ def test_zero_initialised_output_is_exactly_zero(name):
     assert torch.count_nonzero(net(x, logsnr, torch.tensor([3, 10]))) == 0
 
 
-def test_uvit_trunk_is_exactly_identity_at_init():
+@pytest.mark.parametrize("pos_emb", [False, True])
+def test_uvit_trunk_is_exactly_identity_at_init(pos_emb):
     """Hoogeboom et al. 2025 (SiD2), §2.3, eq. 5: with f_d, f_u, f_m identities at init the trunk
-    f(x) = f_u(U(f_m(D(h)) - D(h)) + h) is the identity, for any D and U, in train mode too."""
-    net = _build("tiny-uvit", up_blocks=(1, 3), dropout=(0.1, 0.1, 0.1)).train()
+    f(x) = f_u(U(f_m(D(h)) - D(h)) + h) is the identity, for any D and U, in train mode too
+    (and with the position code, whose projection starts at zero)."""
+    net = _build("tiny-uvit", up_blocks=(1, 3), dropout=(0.1, 0.1, 0.1), pos_emb=pos_emb).train()
     x, logsnr = _inputs(net)
     emb = net.embed(logsnr, None, 2, x.device)
     h = net.patch_in(x)
@@ -239,3 +242,50 @@ def test_bad_inputs_raise_clear_errors():
 def test_bad_configs_raise(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_position_code_2d_values():
+    """Vaswani et al. 2017, §3.5 per axis: [sin(r·ω), cos(r·ω), sin(c·ω), cos(c·ω)], ω_k = 10⁴^(−k/(dim/4))."""
+    from pixdiff.nets.layers import position_code_2d
+
+    code = position_code_2d(3, 5, 8)
+    assert code.shape == (15, 8)
+    omega = torch.tensor([1.0, 1e-2])  # dim/4 = 2: ω_0 = 1, ω_1 = 10⁴^(−1/2)
+    r, c = 2, 4  # token 2·5 + 4 = 14 (row-major, as x.flatten(2))
+    want = torch.cat([torch.sin(r * omega), torch.cos(r * omega), torch.sin(c * omega), torch.cos(c * omega)])
+    torch.testing.assert_close(code[14], want)
+    assert torch.equal(code[0], torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]))
+    assert torch.unique(code, dim=0).shape[0] == 15  # every token gets its own code
+    with pytest.raises(PixdiffError, match="divisible by 4"):
+        position_code_2d(2, 2, 6)
+
+
+@pytest.mark.parametrize("pos_emb", [False, True])
+def test_transformer_stack_sees_token_positions_only_with_the_position_code(pos_emb):
+    """Without a position code, attention + per-token MLPs commute with any shuffle of the tokens
+    (the stack cannot know where a token is); the code breaks that symmetry."""
+    from pixdiff.nets.uvit import _Stack
+
+    cfg = nets.preset_config("tiny-uvit", pos_emb=pos_emb)
+    stack = _dezero(_Stack(cfg, 2, 2)).eval()  # the 4×4 middle stack, 128 wide
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 128, 4, 4, generator=g)
+    emb = torch.randn(2, cfg.embedding_channels, generator=g)
+    perm = torch.randperm(16, generator=g)
+    shuffle = lambda t: t.flatten(2)[:, :, perm].reshape(t.shape)  # noqa: E731
+    commutes = torch.allclose(stack(shuffle(x), emb), shuffle(stack(x, emb)), atol=1e-5)
+    assert commutes is not pos_emb
+
+
+def test_position_code_projection_learns_and_is_counted():
+    net = _dezero(_build("tiny-uvit", pos_emb=True, **SMALL_UVIT))
+    x, logsnr = _inputs(net, batch=1)
+    net(x, logsnr).square().mean().backward()
+    pos = [n for n, p in net.named_parameters() if ".pos." in n]
+    assert len(pos) == 3 and all(p.grad.abs().sum() > 0 for n, p in net.named_parameters() if n in pos)
+    # one projection per transformer stack that has blocks (down, up and mid), once per forward
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        net(x, logsnr)
+    assert nets.count_flops(net, 16) == pytest.approx(counter.get_total_flops(), rel=0.05)
+    plain = _build("tiny-uvit", **SMALL_UVIT)
+    assert nets.count_flops(net, 16) - nets.count_flops(plain, 16) == 2 * 2 * 32 * 32 * 8 * 8 + 2 * 32 * 32 * 4 * 4

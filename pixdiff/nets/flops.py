@@ -109,16 +109,25 @@ def _uvit_stack(cfg: UViTConfig, level: int, n: int, side: int) -> int:
     return n * _resblock(c, c, e, side)
 
 
+def _uvit_position_code(cfg: UViTConfig, level: int, stacks: tuple[int, ...], side: int) -> int:
+    # pos_emb projects one code per forward pass, whatever the batch: counted as at batch 1
+    if not cfg.pos_emb or cfg.block_types[level] != "transformer":
+        return 0
+    return sum(1 for n in stacks if n) * _linear(cfg.channels[level], cfg.channels[level], side * side)
+
+
 def _uvit(cfg: UViTConfig, resolution: int) -> int:
     ch, e, p = cfg.channels, cfg.embedding_channels, cfg.patch_size
     side = resolution // p
     flops = _linear(ch[0], e) + _linear(e, e) + _conv(p, cfg.in_channels, ch[0], side)
     flops += _conv(1, ch[0], cfg.output_channels * p * p, side)
     for i in range(len(ch) - 1):
-        flops += _uvit_stack(cfg, i, cfg.down_blocks[i] + cfg.decoder_blocks[i], side)
+        down, up = cfg.down_blocks[i], cfg.decoder_blocks[i]
+        flops += _uvit_stack(cfg, i, down + up, side) + _uvit_position_code(cfg, i, (down, up), side)
         flops += _conv(1, ch[i], ch[i + 1], side // 2) + _conv(1, ch[i + 1], ch[i], side // 2)
         side //= 2
-    return flops + _uvit_stack(cfg, len(ch) - 1, cfg.mid_blocks, side)
+    mid = len(ch) - 1
+    return flops + _uvit_stack(cfg, mid, cfg.mid_blocks, side) + _uvit_position_code(cfg, mid, (cfg.mid_blocks,), side)
 
 
 def _classifier(cfg: ClassifierConfig, resolution: int) -> int:

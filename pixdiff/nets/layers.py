@@ -32,6 +32,7 @@ __all__ = [
     "Upsample",
     "fourier_features",
     "num_attention_heads",
+    "position_code_2d",
     "check_input",
     "check_logsnr",
     "embed_conditioning",
@@ -84,6 +85,20 @@ def fourier_features(logsnr: torch.Tensor, dim: int) -> torch.Tensor:
     )
     arg = (LOGSNR_SCALE * logsnr.float())[:, None] * freqs[None]  # [B, half]
     return torch.cat([torch.cos(arg), torch.sin(arg)], dim=1)
+
+
+def position_code_2d(height: int, width: int, dim: int, device=None) -> torch.Tensor:
+    """Fixed sinusoidal code of each token's (row, column), [height·width, dim], row-major as
+    ``x.flatten(2)``: the sinusoidal position encoding of Vaswani et al. 2017, §3.5, with a
+    quarter of the channels per (axis, sin/cos), sin(p·ω_k), cos(p·ω_k), ω_k = MAX_PERIOD^(−k/(dim/4))."""
+    if dim % 4:
+        raise PixdiffError(f"a 2-D position code needs a width divisible by 4 (got {dim})")
+    quarter = dim // 4
+    omega = torch.exp(-math.log(MAX_PERIOD) * torch.arange(quarter, device=device, dtype=torch.float32) / quarter)
+    rows = torch.arange(height, device=device, dtype=torch.float32)[:, None].expand(height, width).reshape(-1)
+    cols = torch.arange(width, device=device, dtype=torch.float32)[None, :].expand(height, width).reshape(-1)
+    ry, rx = rows[:, None] * omega[None], cols[:, None] * omega[None]  # [HW, dim/4] each
+    return torch.cat([torch.sin(ry), torch.cos(ry), torch.sin(rx), torch.cos(rx)], dim=1)
 
 
 class LogSNREmbedding(nn.Module):

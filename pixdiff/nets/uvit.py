@@ -15,8 +15,13 @@ whatever D and U are. `UViT.trunk` exposes f so tests can check that. Because ea
 one skip, the encoder and decoder may have different numbers of blocks (§2.3 "Asymmetric
 U-ViTs").
 
-Transformer levels get no positional embedding: position reaches them through the
-zero-padded convolutions of the ResBlock levels above (as in all SiD2 presets).
+By default the transformer levels get no positional embedding: position reaches them only
+through the zero-padded convolutions of the ResBlock levels above. Those blocks are identity at
+init and a p×p patch embedding is per patch, so the attention starts blind to where its tokens
+are, and a shallow ResBlock level can only tell tokens near the border apart. ``pos_emb=True``
+adds a fixed 2-D sinusoidal code (``layers.position_code_2d``) through a zero-initialised linear
+map to the tokens entering each transformer stack: position is available from the first step,
+and the network is still exactly the identity at init.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from .layers import (
     check_input,
     embed_conditioning,
     num_attention_heads,
+    position_code_2d,
     zero_init,
 )
 from .unet import _from_dict
@@ -69,6 +75,7 @@ class UViTConfig:
     learn_sigma: bool = False
     norm_groups: int = 32
     emb_channels: int | None = None  # embedding width; None: 4 * channels[0]
+    pos_emb: bool = False  # a 2-D sinusoidal position code into every transformer stack (module docstring)
 
     kind: ClassVar[str] = "uvit"
 
@@ -97,6 +104,8 @@ class UViTConfig:
                 raise PixdiffError(f"width {width} is not divisible by norm_groups={self.norm_groups}")
             if kind == "transformer":
                 num_attention_heads(width, self.head_channels, None)
+                if self.pos_emb and width % 4:
+                    raise PixdiffError(f"pos_emb needs transformer widths divisible by 4, got {width}")
         if self.channels[0] % self.norm_groups:
             raise PixdiffError(f"width {self.channels[0]} not divisible by norm_groups")
         if any(not 0.0 <= p < 1.0 for p in self.dropout):
@@ -136,9 +145,12 @@ class _Stack(nn.Module):
         super().__init__()
         width, emb_dim, p = cfg.channels[level], cfg.embedding_channels, cfg.dropout[level]
         self.tokens = cfg.block_types[level] == "transformer"
+        self.pos = None
         if self.tokens:
             heads = num_attention_heads(width, cfg.head_channels, None)
             make = lambda: TransformerBlock(width, emb_dim, heads, mlp_ratio=cfg.mlp_ratio, dropout=p)  # noqa: E731
+            # Zero-initialised, so the stack is still the identity at init (SiD2 eq. 5's argument).
+            self.pos = zero_init(nn.Linear(width, width, bias=False)) if cfg.pos_emb and n else None
         else:
             make = lambda: ResBlock(width, width, emb_dim, dropout=p, groups=cfg.norm_groups)  # noqa: E731
         self.blocks = nn.ModuleList([make() for _ in range(n)])
@@ -152,6 +164,8 @@ class _Stack(nn.Module):
             return x
         b, c, h, w = x.shape
         t = x.flatten(2).transpose(1, 2)  # [B, HW, C]
+        if self.pos is not None:
+            t = t + self.pos(position_code_2d(h, w, c, device=x.device).to(t.dtype))
         for block in self.blocks:
             t = block(t, emb)
         return t.transpose(1, 2).reshape(b, c, h, w)
