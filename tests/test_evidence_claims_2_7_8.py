@@ -150,7 +150,12 @@ def test_architecture_verdict_rule():
     assert verdict(unet, _s(20, 22, 24), p1, p2)[0] == "inconclusive"  # worse on average, within the spread
     # the position-code diagnostic is reported, never counted
     v, why = verdict(unet, _s(30, 31, 32), p1, p2, pos=_s(10, 11, 12))
-    assert v == "not reproduced" and "FD 11 (beyond the seed spread of the U-ViT without it, beyond the U-Net's)" in why
+    assert v == "not reproduced"
+    assert "FD 11 (below, beyond the seed spreads of the U-ViT without it, below, beyond the seed spreads of" in why
+    why = verdict(unet, _s(30, 31, 32), p1, p2, pos=_s(26, 27, 28))[1]
+    assert "FD 27 (below, beyond the seed spreads of the U-ViT without it, above, beyond the seed spreads of" in why
+    why = verdict(unet, _s(30, 31, 32), p1, p2, pos=_s(20, 29, 38))[1]
+    assert "FD 29 (within the seed spreads of the U-ViT without it, within the seed spreads of the U-Net)" in why
 
 
 def test_matched_uvit_flops_within_ten_percent_of_the_unet():
