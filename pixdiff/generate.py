@@ -169,6 +169,20 @@ class Pipeline:
         c = self.config.data
         return tuple(self.meta.get("data_shape") or (c.channels, c.resolution, c.resolution))
 
+    @property
+    def training_chain(self):
+        """The discrete chain the run trained on (a ``schedules.DiscreteSchedule``), or None for a
+        continuous-time run. ``ddpm`` and ``ddim`` sample on it unless told otherwise: a respaced
+        sub-sequence of the training chain, as IDDPM samples (Nichol & Dhariwal 2021, §4), which a
+        learned variance needs (its interpolation is between that chain's β and β̃)."""
+        from pixdiff import schedules
+
+        try:
+            chain = self.config.loss.build_schedule()
+        except PixdiffError:
+            return None
+        return chain if isinstance(chain, schedules.DiscreteSchedule) else None
+
     def guided(self, guidance: float = 0.0, guidance_interval=None, classifier=None, guide_ckpt=None,
                conditional: bool = True):
         """The denoiser with the one guidance method asked for (w = 0: the unguided model).
@@ -210,7 +224,8 @@ class Pipeline:
         distilled one) and ``steps=None`` then its step count; with a named sampler,
         ``steps=None`` is that sampler's default; ``batch`` images go through the network at once (default 256). 2-D toy runs
         return float points [n, 2] instead of images. ``options`` go to ``pixdiff.sample``
-        (the sampler's own options, e.g. ``eta`` for ddim).
+        (the sampler's own options, e.g. ``eta`` for ddim; ``schedule``, ``grid``). ``ddpm`` and
+        ``ddim`` run on the run's own discrete chain when it trained on one (``training_chain``).
 
         Under ``torchrun`` (``distributed=None`` detects it) each process draws a contiguous share
         of the n images and rank 0 returns them all, identical to one process (image i always
@@ -227,7 +242,11 @@ class Pipeline:
         if sampler is None:
             sampler, run_steps = self.default_sampler
             steps = run_steps if steps is None else steps
-        samplers.get(sampler)  # a bad name fails before any work
+        spec = samplers.get(sampler)  # a bad name fails before any work
+        if isinstance(spec.schedule, str) and "schedule" not in options and "grid" not in options:
+            chain = self.training_chain  # ddpm / ddim: the run's own chain, not the sampler's default
+            if chain is not None:
+                options["schedule"] = chain
         model, label_classes = self.guided(guidance, guidance_interval, classifier, guide_ckpt)
         labels = _labels_for(n, classes, label_classes)
         shape = self.data_shape
