@@ -95,9 +95,9 @@ def position_code_2d(height: int, width: int, dim: int, device=None) -> torch.Te
         raise PixdiffError(f"a 2-D position code needs a width divisible by 4 (got {dim})")
     quarter = dim // 4
     omega = torch.exp(-math.log(MAX_PERIOD) * torch.arange(quarter, device=device, dtype=torch.float32) / quarter)
-    rows = torch.arange(height, device=device, dtype=torch.float32)[:, None].expand(height, width).reshape(-1)
-    cols = torch.arange(width, device=device, dtype=torch.float32)[None, :].expand(height, width).reshape(-1)
-    ry, rx = rows[:, None] * omega[None], cols[:, None] * omega[None]  # [HW, dim/4] each
+    rows, cols = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float32),
+                                torch.arange(width, device=device, dtype=torch.float32), indexing="ij")
+    ry, rx = rows.reshape(-1, 1) * omega, cols.reshape(-1, 1) * omega  # [HW, dim/4] each
     return torch.cat([torch.sin(ry), torch.cos(ry), torch.sin(rx), torch.cos(rx)], dim=1)
 
 
