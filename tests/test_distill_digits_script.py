@@ -11,18 +11,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "distill_digits.py"
-TINY_NET = {"channels": 8, "channel_mult": (1, 2), "num_res_blocks": 1, "attention_resolutions": (8,),
-            "head_channels": 8, "norm_groups": 4}
+sys.path.insert(0, str(ROOT / "experiments"))
 
 
 @pytest.mark.slow
 def test_distill_digits_trains_scores_resumes_and_draws_its_figures(tmp_path):
+    from evidence_common import SMOKE_NET  # the evidence scripts' smoke-sized U-Net
+
     from pixdiff.config import TrainConfig
     from pixdiff.train import train
 
     cfg = TrainConfig()
     cfg.data.name, cfg.data.resolution, cfg.data.p_uncond = "digits", 16, 0.1
-    cfg.model.preset, cfg.model.overrides, cfg.model.parameterization = "tiny", dict(TINY_NET), "v"
+    cfg.model.preset, cfg.model.overrides, cfg.model.parameterization = "tiny", dict(SMOKE_NET), "v"
     cfg.optim.batch, cfg.run.images, cfg.run.final_grid = 32, 128, False
     train(cfg, tmp_path / "teacher", progress=False)
     out = tmp_path / "study"
